@@ -1,0 +1,101 @@
+"""Platform settings: one TOML file named by ``MLFLOW_TENANT_CONFIG``, every key also from
+an environment variable ``MLFLOW_TENANT_<KEY>`` (upper case), which wins over the file.
+
+Nothing is required: the embedded default is one sqlite file in the working directory, the
+same file ``mlflow server`` uses by default, so tracking, basic-auth and the tenant registry
+share one database (one tenant, one record set).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tomllib
+
+CONFIG_ENV = "MLFLOW_TENANT_CONFIG"
+ENV_PREFIX = "MLFLOW_TENANT_"
+
+
+class ConfigError(ValueError):
+    """A setting is missing, malformed or of the wrong type."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Database of the tenant registry; also basic-auth's and (by default) tracking's.
+    database_uri: str = "sqlite:///mlflow.db"
+    # Tracking store holding MLflow workspaces; defaults to ``database_uri``.
+    tracking_uri: str = ""
+    # Seconds a verified credential (key, IAM identity) may be served from a worker's cache:
+    # revocation and suspension take effect on every worker and instance within this bound.
+    auth_cache_ttl_seconds: float = 5.0
+    # Enabled authentication methods, in the order they are tried.
+    auth_methods: tuple[str, ...] = ("key",)
+    # AWS ALB OIDC (``x-amzn-oidc-data``).
+    alb_public_key_url: str = "https://public-keys.auth.elb.{region}.amazonaws.com/{kid}"
+    alb_region: str = "us-east-1"
+    alb_arns: tuple[str, ...] = ()
+    alb_principal_claim: str = "email"
+    alb_tenant_claim: str = "custom:tenant"
+    alb_role_claim: str = "custom:role"
+    # Trusted proxy headers, accepted only from these client addresses.
+    proxy_addresses: tuple[str, ...] = ()
+    proxy_user_header: str = "X-Forwarded-User"
+    proxy_tenant_header: str = "X-Forwarded-Tenant"
+    proxy_role_header: str = "X-Forwarded-Role"
+    # AWS IAM identity: where presigned GetCallerIdentity calls are replayed, and the
+    # server id the client must sign so a request cannot be replayed elsewhere.
+    sts_endpoint: str = "https://sts.amazonaws.com/"
+    server_id: str = ""
+    # AWS for artifacts and deployments (empty: boto3's defaults).
+    aws_region: str = "us-east-1"
+    aws_endpoint_url: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def effective_tracking_uri(self) -> str:
+        return self.tracking_uri or self.database_uri
+
+
+def _coerce(name: str, raw: object, kind: type) -> object:
+    if kind is tuple:
+        if isinstance(raw, str):
+            return tuple(p.strip() for p in raw.split(",") if p.strip())
+        if isinstance(raw, list | tuple):
+            return tuple(str(p) for p in raw)
+    elif kind is float:
+        try:
+            value = float(raw)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise ConfigError(f"setting {name!r} must be a number, got {raw!r}") from None
+        if value < 0:
+            raise ConfigError(f"setting {name!r} must not be negative, got {raw!r}")
+        return value
+    elif kind is str and isinstance(raw, str):
+        return raw
+    raise ConfigError(f"setting {name!r} has the wrong type: {raw!r}")
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    path = env.get(CONFIG_ENV)
+    if path:
+        try:
+            values.update(tomllib.loads(Path(path).read_text()))
+        except OSError as exc:
+            raise ConfigError(f"cannot read {CONFIG_ENV}={path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    kinds = {f.name: f.type for f in dataclasses.fields(Settings) if f.name != "extra"}
+    extra = {k: values.pop(k) for k in list(values) if k not in kinds}
+    for name in kinds:
+        env_value = env.get(ENV_PREFIX + name.upper())
+        if env_value is not None:
+            values[name] = env_value
+    kind_of = {"str": str, "float": float, "tuple[str, ...]": tuple}
+    coerced = {n: _coerce(n, v, kind_of[kinds[n]]) for n, v in values.items()}
+    return Settings(**coerced, extra=extra)

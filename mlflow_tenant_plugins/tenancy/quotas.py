@@ -1,0 +1,85 @@
+"""Per-tenant quotas and the parsing of human-written sizes ("10GB", "512MiB", "1024")."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field, fields
+
+from mlflow.exceptions import MlflowException
+
+# Binary units for every spelling: storage is sold in GiB and people write "10GB" meaning
+# 10 GiB, so "10GB", "10GiB", "10G" and "10737418240" are the same quota.
+_UNITS = {"": 1, "b": 1}
+for _i, _p in enumerate("kmgt", start=1):
+    for _suffix in (_p, _p + "b", _p + "ib"):
+        _UNITS[_suffix] = 2 ** (10 * _i)
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+DEFAULT_INSTANCE_TYPES = ("ml.t2.medium", "ml.m5.large", "ml.m5.xlarge", "ml.c5.large")
+
+
+def parse_size(value: str | int) -> int:
+    """Bytes from an int or a string such as ``10GB`` (binary units), refusing negatives."""
+    if isinstance(value, bool):
+        raise MlflowException.invalid_parameter_value(f"invalid size {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise MlflowException.invalid_parameter_value(f"size must not be negative: {value}")
+        return value
+    match = _SIZE.match(str(value))
+    unit = match.group(2).lower() if match else None
+    if not match or unit not in _UNITS:
+        raise MlflowException.invalid_parameter_value(
+            f"invalid size {value!r}: use a whole number of bytes or a number with a unit "
+            "(KB, MB, GB, TB), e.g. 10GB"
+        )
+    number = float(match.group(1)) * _UNITS[unit]
+    if number != int(number):
+        raise MlflowException.invalid_parameter_value(f"size {value!r} is not a whole byte count")
+    return int(number)
+
+
+def parse_count(value: str | int, what: str) -> int:
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise MlflowException.invalid_parameter_value(
+            f"invalid {what} {value!r}: expected a whole number"
+        ) from None
+    if number < 0:
+        raise MlflowException.invalid_parameter_value(f"{what} must not be negative: {value}")
+    return number
+
+
+def format_size(n: int) -> str:
+    for unit, factor in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= factor:
+            return f"{n / factor:.1f} {unit}"
+    return f"{n} B"
+
+
+@dataclass(frozen=True)
+class Quotas:
+    storage_bytes: int = 10 * 2**30
+    endpoints: int = 2
+    instances: int = 4
+    instances_per_endpoint: int = 2
+    instance_types: tuple[str, ...] = field(default=DEFAULT_INSTANCE_TYPES)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name != "instance_types" and (not isinstance(value, int) or value < 0):
+                raise MlflowException.invalid_parameter_value(
+                    f"quota {f.name} must be a whole number ≥ 0, got {value!r}"
+                )
+        for t in self.instance_types:
+            if not re.fullmatch(r"ml\.[a-z0-9]+\.[a-z0-9]+", t):
+                raise MlflowException.invalid_parameter_value(
+                    f"invalid instance type {t!r}: expected e.g. ml.m5.large"
+                )
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["instance_types"] = list(self.instance_types)
+        return d

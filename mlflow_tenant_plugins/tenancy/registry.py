@@ -1,0 +1,469 @@
+"""The tenant registry: tenants (= MLflow workspaces), principals, role bindings and keys.
+
+Every change that MLflow must also know of goes through :class:`WorkspaceMirror` in the same
+call, and is undone here when the mirror fails, so tenant and workspace never drift apart.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import (
+    INVALID_STATE,
+    RESOURCE_ALREADY_EXISTS,
+    RESOURCE_DOES_NOT_EXIST,
+)
+from mlflow.store.workspace.abstract_store import WorkspaceNameValidator
+from sqlalchemy import delete, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from mlflow_tenant_plugins.tenancy import keys as keylib
+from mlflow_tenant_plugins.tenancy.db import get_engine
+from mlflow_tenant_plugins.tenancy.entities import ApiKey, Identity, Member, Tenant
+from mlflow_tenant_plugins.tenancy.models import (
+    ApiKeyRow,
+    PlatformStateRow,
+    PrincipalRow,
+    RoleBindingRow,
+    TenantRow,
+    UsageRow,
+    utcnow,
+)
+from mlflow_tenant_plugins.tenancy.quotas import Quotas
+from mlflow_tenant_plugins.tenancy.roles import Role
+from mlflow_tenant_plugins.tenancy.usage import RESOURCES, UsageLedger
+from mlflow_tenant_plugins.tenancy.workspaces import WorkspaceMirror
+
+_PRINCIPAL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+:/=-]{0,254}$")
+_STATUSES = ("active", "suspended")
+# last_used_at is written at most this often per key: a write per request would make every
+# authenticated read a database write.
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+
+
+def _not_found(what: str) -> MlflowException:
+    return MlflowException(f"{what} does not exist", RESOURCE_DOES_NOT_EXIST)
+
+
+def _aware(t: datetime | None) -> datetime | None:
+    # sqlite hands back naive datetimes even for timezone=True columns; they were UTC.
+    return t.replace(tzinfo=timezone.utc) if t is not None and t.tzinfo is None else t
+
+
+def validate_tenant_name(name: str) -> None:
+    WorkspaceNameValidator.validate(name)
+    if name == "default":
+        raise MlflowException.invalid_parameter_value(
+            "'default' is MLflow's shared workspace and cannot be a tenant"
+        )
+
+
+def validate_principal_name(name: str) -> None:
+    if not isinstance(name, str) or not _PRINCIPAL.match(name):
+        raise MlflowException.invalid_parameter_value(
+            f"invalid principal name {name!r}: 1-255 characters, letters, digits and ._@+:/=-, "
+            "starting with a letter or digit"
+        )
+
+
+def _tenant(row: TenantRow) -> Tenant:
+    types = tuple(t for t in row.quota_instance_types.split(",") if t)
+    return Tenant(
+        name=row.name,
+        display_name=row.display_name,
+        status=row.status,
+        quotas=Quotas(
+            storage_bytes=row.quota_storage_bytes,
+            endpoints=row.quota_endpoints,
+            instances=row.quota_instances,
+            instances_per_endpoint=row.quota_instances_per_endpoint,
+            instance_types=types,
+        ),
+        alarm_topic_arn=row.alarm_topic_arn,
+        require_validation=bool(row.require_validation),
+        created_at=_aware(row.created_at),
+        updated_at=_aware(row.updated_at),
+    )
+
+
+def _quota_columns(quotas: Quotas) -> dict:
+    return {
+        "quota_storage_bytes": quotas.storage_bytes,
+        "quota_endpoints": quotas.endpoints,
+        "quota_instances": quotas.instances,
+        "quota_instances_per_endpoint": quotas.instances_per_endpoint,
+        "quota_instance_types": ",".join(quotas.instance_types),
+    }
+
+
+class TenantRegistry:
+    def __init__(self, database_uri: str, tracking_uri: str | None = None):
+        self.database_uri = database_uri
+        self.engine: Engine = get_engine(database_uri)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.ledger = UsageLedger(self.engine)
+        self.mirror = WorkspaceMirror(tracking_uri or database_uri, database_uri)
+
+    @classmethod
+    def from_settings(cls, settings) -> TenantRegistry:
+        return cls(settings.database_uri, settings.effective_tracking_uri)
+
+    def _session(self) -> Session:
+        return self._sessions()
+
+    # -- tenants ---------------------------------------------------------------------------
+    def create_tenant(
+        self,
+        name: str,
+        display_name: str | None = None,
+        quotas: Quotas | None = None,
+        alarm_topic_arn: str | None = None,
+        require_validation: bool = False,
+    ) -> Tenant:
+        validate_tenant_name(name)
+        quotas = quotas or Quotas()
+        if self.mirror.workspace_exists(name):
+            raise MlflowException(
+                f"a workspace named '{name}' already exists in MLflow; choose another name",
+                RESOURCE_ALREADY_EXISTS,
+            )
+        row = TenantRow(
+            name=name,
+            display_name=display_name or name,
+            status="active",
+            alarm_topic_arn=alarm_topic_arn,
+            require_validation=require_validation,
+            **_quota_columns(quotas),
+        )
+        with self._session() as s:
+            s.add(row)
+            for resource in RESOURCES:
+                s.add(UsageRow(tenant=name, resource=resource, used=0))
+            try:
+                s.commit()
+            except IntegrityError:
+                raise MlflowException(
+                    f"tenant '{name}' already exists", RESOURCE_ALREADY_EXISTS
+                ) from None
+        try:
+            self.mirror.create_tenant(name, display_name or name)
+        except Exception:
+            with self.engine.begin() as conn:
+                conn.execute(delete(UsageRow).where(UsageRow.tenant == name))
+                conn.execute(delete(TenantRow).where(TenantRow.name == name))
+            raise
+        return self.get_tenant(name)
+
+    def get_tenant(self, name: str) -> Tenant:
+        with self._session() as s:
+            row = s.get(TenantRow, name)
+            if row is None:
+                raise _not_found(f"tenant '{name}'")
+            return _tenant(row)
+
+    def list_tenants(self) -> list[Tenant]:
+        with self._session() as s:
+            return [_tenant(r) for r in s.scalars(select(TenantRow).order_by(TenantRow.name))]
+
+    def update_tenant(
+        self,
+        name: str,
+        *,
+        display_name: str | None = None,
+        quotas: Quotas | None = None,
+        alarm_topic_arn: str | None = None,
+        require_validation: bool | None = None,
+    ) -> Tenant:
+        values: dict = {}
+        if display_name is not None:
+            values["display_name"] = display_name
+        if quotas is not None:
+            values.update(_quota_columns(quotas))
+        if alarm_topic_arn is not None:
+            values["alarm_topic_arn"] = alarm_topic_arn or None
+        if require_validation is not None:
+            values["require_validation"] = require_validation
+        if values:
+            values["updated_at"] = utcnow()
+            with self.engine.begin() as conn:
+                if not conn.execute(
+                    update(TenantRow).where(TenantRow.name == name).values(**values)
+                ).rowcount:
+                    raise _not_found(f"tenant '{name}'")
+        return self.get_tenant(name)
+
+    def set_status(self, name: str, status: str) -> Tenant:
+        """Suspension takes effect for every key of the tenant at once: key verification
+        joins the tenant's status on each lookup."""
+        if status not in _STATUSES:
+            raise MlflowException.invalid_parameter_value(f"status must be one of {_STATUSES}")
+        with self.engine.begin() as conn:
+            if not conn.execute(
+                update(TenantRow)
+                .where(TenantRow.name == name)
+                .values(status=status, updated_at=utcnow())
+            ).rowcount:
+                raise _not_found(f"tenant '{name}'")
+        return self.get_tenant(name)
+
+    def delete_tenant(self, name: str, force: bool = False) -> None:
+        """Refuses while the tenant holds storage, endpoints or instances, unless forced."""
+        self.get_tenant(name)
+        held = [u for u in self.ledger.for_tenant(name) if u.used > 0]
+        if held and not force:
+            desc = ", ".join(f"{u.resource}={u.used}" for u in held)
+            raise MlflowException(
+                f"tenant '{name}' still holds resources ({desc}); delete them first or use --force",
+                INVALID_STATE,
+            )
+        # MLflow's side first: with RESTRICT it refuses while the workspace has experiments
+        # or models, and then nothing of ours has been touched yet.
+        self.mirror.delete_tenant(name, force=force)
+        with self._session() as s:
+            principals = s.scalars(
+                select(PrincipalRow.name)
+                .join(RoleBindingRow, RoleBindingRow.principal_id == PrincipalRow.id)
+                .where(RoleBindingRow.tenant == name, PrincipalRow.kind == "service")
+            ).all()
+        with self.engine.begin() as conn:
+            for table in (ApiKeyRow, RoleBindingRow, UsageRow):
+                conn.execute(delete(table).where(table.tenant == name))
+            conn.execute(delete(PrincipalRow).where(PrincipalRow.name.in_(principals)))
+            conn.execute(delete(TenantRow).where(TenantRow.name == name))
+        for principal in principals:
+            self.mirror.delete_user(principal)
+
+    # -- principals and bindings -----------------------------------------------------------
+    def ensure_principal(self, name: str, kind: str = "user", platform_admin: bool = False) -> int:
+        validate_principal_name(name)
+        with self._session() as s:
+            row = s.scalar(select(PrincipalRow).where(PrincipalRow.name == name))
+            if row is None:
+                row = PrincipalRow(name=name, kind=kind, platform_admin=platform_admin)
+                s.add(row)
+                try:
+                    s.commit()
+                except IntegrityError:  # created meanwhile by another process
+                    s.rollback()
+                    row = s.scalar(select(PrincipalRow).where(PrincipalRow.name == name))
+            elif platform_admin and not row.platform_admin:
+                row.platform_admin = True
+                s.commit()
+            principal_id = row.id
+        self.mirror.ensure_user(name, platform_admin=platform_admin)
+        return principal_id
+
+    def bind(self, principal: str, tenant: str, role: Role | str, kind: str = "user") -> Member:
+        role = Role.parse(role) if isinstance(role, str) else role
+        self.get_tenant(tenant)
+        principal_id = self.ensure_principal(principal, kind=kind)
+        with self._session() as s:
+            row = s.scalar(
+                select(RoleBindingRow).where(
+                    RoleBindingRow.principal_id == principal_id, RoleBindingRow.tenant == tenant
+                )
+            )
+            previous = row.role if row else None
+            if row is None:
+                s.add(RoleBindingRow(principal_id=principal_id, tenant=tenant, role=role.value))
+            else:
+                row.role = role.value
+            s.commit()
+        try:
+            self.mirror.assign(principal, tenant, role)
+        except Exception:
+            if previous is None:
+                self.unbind(principal, tenant)
+            else:
+                self.bind(principal, tenant, previous)
+            raise
+        return Member(principal, tenant, role.value, kind)
+
+    def unbind(self, principal: str, tenant: str) -> None:
+        with self._session() as s:
+            principal_id = s.scalar(select(PrincipalRow.id).where(PrincipalRow.name == principal))
+            if principal_id is None:
+                raise _not_found(f"principal '{principal}'")
+            s.execute(
+                delete(RoleBindingRow).where(
+                    RoleBindingRow.principal_id == principal_id, RoleBindingRow.tenant == tenant
+                )
+            )
+            s.commit()
+        self.mirror.unassign(principal, tenant)
+
+    def members(self, tenant: str) -> list[Member]:
+        self.get_tenant(tenant)
+        with self._session() as s:
+            rows = s.execute(
+                select(PrincipalRow.name, RoleBindingRow.role, PrincipalRow.kind)
+                .join(RoleBindingRow, RoleBindingRow.principal_id == PrincipalRow.id)
+                .where(RoleBindingRow.tenant == tenant)
+                .order_by(PrincipalRow.name)
+            ).all()
+        return [Member(n, tenant, r, k) for n, r, k in rows]
+
+    def bindings_of(self, principal: str) -> dict[str, Role]:
+        """Tenant -> role for a principal (OIDC, proxy and IAM identities use these)."""
+        with self._session() as s:
+            rows = s.execute(
+                select(RoleBindingRow.tenant, RoleBindingRow.role)
+                .join(PrincipalRow, RoleBindingRow.principal_id == PrincipalRow.id)
+                .join(TenantRow, TenantRow.name == RoleBindingRow.tenant)
+                .where(PrincipalRow.name == principal, TenantRow.status == "active")
+            ).all()
+        return {t: Role(r) for t, r in rows}
+
+    def is_platform_admin(self, principal: str) -> bool:
+        with self._session() as s:
+            return bool(
+                s.scalar(select(PrincipalRow.platform_admin).where(PrincipalRow.name == principal))
+            )
+
+    # -- API keys --------------------------------------------------------------------------
+    def create_key(
+        self,
+        tenant: str | None,
+        role: Role | str,
+        *,
+        principal: str | None = None,
+        description: str = "",
+        expires_in: timedelta | None = None,
+    ) -> tuple[ApiKey, str]:
+        """A new key for a tenant role (or, with ``tenant=None``, a platform admin key).
+        Returns the record and the key itself, which is never stored and never shown again."""
+        role = Role.parse(role) if isinstance(role, str) else role
+        if expires_in is not None and expires_in.total_seconds() <= 0:
+            raise MlflowException.invalid_parameter_value("expiry must be in the future")
+        key_id, secret = keylib.new_key()
+        if tenant is None:
+            principal = principal or "platform-admin"
+            principal_id = self.ensure_principal(principal, kind="user", platform_admin=True)
+        else:
+            if not self.get_tenant(tenant).active:
+                raise MlflowException(f"tenant '{tenant}' is suspended", INVALID_STATE)
+            kind = "user" if principal else "service"
+            principal = principal or f"{tenant}.key-{key_id}"
+            self.bind(principal, tenant, role, kind=kind)
+            with self._session() as s:
+                principal_id = s.scalar(
+                    select(PrincipalRow.id).where(PrincipalRow.name == principal)
+                )
+        row = ApiKeyRow(
+            key_id=key_id,
+            key_hash=keylib.key_hash(secret),
+            principal_id=principal_id,
+            tenant=tenant,
+            role=role.value,
+            description=description,
+            expires_at=utcnow() + expires_in if expires_in else None,
+        )
+        with self._session() as s:
+            s.add(row)
+            s.commit()
+        return self.get_key(key_id), secret
+
+    def get_key(self, key_id: str) -> ApiKey:
+        keys = self._keys(ApiKeyRow.key_id == key_id)
+        if not keys:
+            raise _not_found(f"key '{key_id}'")
+        return keys[0]
+
+    def list_keys(self, tenant: str | None = None) -> list[ApiKey]:
+        if tenant is not None:
+            self.get_tenant(tenant)
+            return self._keys(ApiKeyRow.tenant == tenant)
+        return self._keys()
+
+    def _keys(self, *where) -> list[ApiKey]:
+        with self._session() as s:
+            rows = s.execute(
+                select(ApiKeyRow, PrincipalRow.name)
+                .join(PrincipalRow, PrincipalRow.id == ApiKeyRow.principal_id)
+                .where(*where)
+                .order_by(ApiKeyRow.created_at, ApiKeyRow.key_id)
+            ).all()
+        return [
+            ApiKey(
+                key_id=k.key_id,
+                principal=name,
+                tenant=k.tenant,
+                role=k.role,
+                description=k.description,
+                created_at=_aware(k.created_at),
+                expires_at=_aware(k.expires_at),
+                revoked_at=_aware(k.revoked_at),
+                last_used_at=_aware(k.last_used_at),
+            )
+            for k, name in rows
+        ]
+
+    def revoke_key(self, key_id: str) -> ApiKey:
+        with self.engine.begin() as conn:
+            if not conn.execute(
+                update(ApiKeyRow)
+                .where(ApiKeyRow.key_id == key_id, ApiKeyRow.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+            ).rowcount:
+                self.get_key(key_id)  # raises when unknown; already revoked is fine
+        return self.get_key(key_id)
+
+    def verify_key(self, secret: str) -> Identity | None:
+        """The identity of a valid key, or None for any key that is malformed, unknown,
+        expired, revoked, or whose tenant is suspended (one answer: no oracle)."""
+        if not isinstance(secret, str) or keylib.key_id_of(secret) is None:
+            return None
+        digest = keylib.key_hash(secret)
+        with self._session() as s:
+            found = s.execute(
+                select(ApiKeyRow, PrincipalRow.name, PrincipalRow.platform_admin, TenantRow.status)
+                .join(PrincipalRow, PrincipalRow.id == ApiKeyRow.principal_id)
+                .outerjoin(TenantRow, TenantRow.name == ApiKeyRow.tenant)
+                .where(ApiKeyRow.key_hash == digest)
+            ).one_or_none()
+        if found is None:
+            return None
+        key, principal, platform_admin, status = found
+        now = utcnow()
+        expires_at = _aware(key.expires_at)
+        if (
+            not keylib.hashes_equal(key.key_hash, digest)
+            or key.revoked_at is not None
+            or (expires_at is not None and expires_at <= now)
+            or (key.tenant is not None and status != "active")
+            or (key.tenant is None and not platform_admin)
+        ):
+            return None
+        last = _aware(key.last_used_at)
+        if last is None or now - last >= LAST_USED_RESOLUTION:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    update(ApiKeyRow).where(ApiKeyRow.key_id == key.key_id).values(last_used_at=now)
+                )
+        return Identity(
+            principal=principal,
+            tenant=key.tenant,
+            role=Role(key.role) if key.tenant else None,
+            platform_admin=key.tenant is None,
+            method="key",
+        )
+
+    # -- platform state --------------------------------------------------------------------
+    def shared_secret(self, name: str) -> str:
+        """A random value created once and then shared by every worker and instance."""
+        import secrets as _secrets
+
+        with self._session() as s:
+            row = s.get(PlatformStateRow, name)
+            if row is None:
+                s.add(PlatformStateRow(key=name, value=_secrets.token_urlsafe(32)))
+                try:
+                    s.commit()
+                except IntegrityError:
+                    s.rollback()
+                row = s.get(PlatformStateRow, name)
+            return row.value

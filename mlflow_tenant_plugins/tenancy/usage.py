@@ -1,0 +1,157 @@
+"""The usage ledger: atomic reserve/release of quota-bound resources per tenant.
+
+A reservation is one conditional ``UPDATE … SET used = used + n WHERE used + n <= limit``.
+Both sqlite (one writer at a time) and PostgreSQL (the row lock, then a re-check of the WHERE
+clause on the newest row version under READ COMMITTED) make that check-and-add atomic, so
+concurrent reservations from many threads and processes can never pass the quota together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_EXHAUSTED
+from sqlalchemy import case, select, update
+from sqlalchemy.engine import Engine
+
+from mlflow_tenant_plugins.tenancy.models import TenantRow, UsageRow, utcnow
+from mlflow_tenant_plugins.tenancy.quotas import format_size
+
+# resource name -> the tenant column that limits it
+RESOURCES = {
+    "storage_bytes": TenantRow.quota_storage_bytes,
+    "endpoints": TenantRow.quota_endpoints,
+    "instances": TenantRow.quota_instances,
+}
+
+
+@dataclass(frozen=True)
+class Usage:
+    tenant: str
+    resource: str
+    used: int
+    limit: int
+
+    @property
+    def utilization(self) -> float:
+        return self.used / self.limit if self.limit else (1.0 if self.used else 0.0)
+
+    def to_dict(self) -> dict:
+        return {"resource": self.resource, "used": self.used, "limit": self.limit}
+
+
+def _describe(resource: str, n: int) -> str:
+    return format_size(n) if resource == "storage_bytes" else str(n)
+
+
+class QuotaExceeded(MlflowException):
+    """429 RESOURCE_EXHAUSTED naming the quota, its limit and the current use."""
+
+    def __init__(self, tenant: str, resource: str, requested: int, used: int, limit: int):
+        self.tenant, self.resource = tenant, resource
+        self.requested, self.used, self.limit = requested, used, limit
+        super().__init__(
+            f"quota exceeded for tenant '{tenant}': {resource} limit is "
+            f"{_describe(resource, limit)} ({limit}), {_describe(resource, used)} ({used}) in use, "
+            f"this request needs {_describe(resource, requested)} ({requested}) more",
+            RESOURCE_EXHAUSTED,
+        )
+
+
+def _check_resource(resource: str) -> None:
+    if resource not in RESOURCES:
+        raise MlflowException.invalid_parameter_value(
+            f"unknown resource {resource!r}; known: {', '.join(RESOURCES)}"
+        )
+
+
+class UsageLedger:
+    def __init__(self, engine: Engine):
+        self._engine = engine
+
+    def reserve(self, tenant: str, resource: str, amount: int) -> None:
+        """Add ``amount`` to the tenant's use, or raise :class:`QuotaExceeded` and add nothing."""
+        _check_resource(resource)
+        if amount < 0:
+            raise MlflowException.invalid_parameter_value("cannot reserve a negative amount")
+        limit = (
+            select(RESOURCES[resource]).where(TenantRow.name == tenant).scalar_subquery()
+        )
+        stmt = (
+            update(UsageRow)
+            .where(
+                UsageRow.tenant == tenant,
+                UsageRow.resource == resource,
+                UsageRow.used + amount <= limit,
+            )
+            .values(used=UsageRow.used + amount, updated_at=utcnow())
+        )
+        with self._engine.begin() as conn:
+            if conn.execute(stmt).rowcount == 1:
+                return
+        current = self.get(tenant, resource)
+        raise QuotaExceeded(tenant, resource, amount, current.used, current.limit)
+
+    def release(self, tenant: str, resource: str, amount: int) -> None:
+        """Give back ``amount``; use never goes below zero (a double release is harmless)."""
+        _check_resource(resource)
+        if amount <= 0:
+            return
+        stmt = (
+            update(UsageRow)
+            .where(UsageRow.tenant == tenant, UsageRow.resource == resource)
+            .values(
+                used=case((UsageRow.used >= amount, UsageRow.used - amount), else_=0),
+                updated_at=utcnow(),
+            )
+        )
+        with self._engine.begin() as conn:
+            conn.execute(stmt)
+
+    @contextlib.contextmanager
+    def reservation(self, tenant: str, resource: str, amount: int) -> Iterator[None]:
+        """Reserve for the duration of a write; released again if the write fails."""
+        self.reserve(tenant, resource, amount)
+        try:
+            yield
+        except BaseException:
+            self.release(tenant, resource, amount)
+            raise
+
+    def set_used(self, tenant: str, resource: str, used: int) -> int:
+        """Overwrite the use (reconciliation against the real world); returns the old value."""
+        _check_resource(resource)
+        with self._engine.begin() as conn:
+            old = conn.execute(
+                select(UsageRow.used).where(
+                    UsageRow.tenant == tenant, UsageRow.resource == resource
+                )
+            ).scalar_one()
+            conn.execute(
+                update(UsageRow)
+                .where(UsageRow.tenant == tenant, UsageRow.resource == resource)
+                .values(used=used, updated_at=utcnow())
+            )
+            return old
+
+    def get(self, tenant: str, resource: str) -> Usage:
+        _check_resource(resource)
+        stmt = select(UsageRow.used, RESOURCES[resource]).join(
+            TenantRow, TenantRow.name == UsageRow.tenant
+        ).where(UsageRow.tenant == tenant, UsageRow.resource == resource)
+        with self._engine.connect() as conn:
+            row = conn.execute(stmt).one_or_none()
+        if row is None:
+            raise MlflowException(
+                f"tenant '{tenant}' does not exist", error_code="RESOURCE_DOES_NOT_EXIST"
+            )
+        return Usage(tenant, resource, int(row[0]), int(row[1]))
+
+    def for_tenant(self, tenant: str) -> list[Usage]:
+        return [self.get(tenant, r) for r in RESOURCES]
+
+    def holds_resources(self, tenant: str) -> bool:
+        return any(u.used > 0 for u in self.for_tenant(tenant))
