@@ -17,6 +17,8 @@ import tomllib
 
 CONFIG_ENV = "MLFLOW_TENANT_CONFIG"
 ENV_PREFIX = "MLFLOW_TENANT_"
+# Set by `mlflow server` for its workers (mlflow.server.constants.BACKEND_STORE_URI_ENV_VAR).
+_SERVER_BACKEND_STORE_ENV = "_MLFLOW_SERVER_FILE_STORE"
 
 
 class ConfigError(ValueError):
@@ -96,6 +98,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         env_value = env.get(ENV_PREFIX + name.upper())
         if env_value is not None:
             values[name] = env_value
+    if "database_uri" not in values and env.get(_SERVER_BACKEND_STORE_ENV):
+        # Inside `mlflow server`: by default the registry shares the tracking database.
+        values["database_uri"] = env[_SERVER_BACKEND_STORE_ENV]
     kind_of = {"str": str, "float": float, "tuple[str, ...]": tuple}
     coerced = {n: _coerce(n, v, kind_of[kinds[n]]) for n, v in values.items()}
     return Settings(**coerced, extra=extra)
