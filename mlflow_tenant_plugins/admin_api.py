@@ -1,0 +1,244 @@
+"""The tenant admin REST API, ``/api/2.0/tenants/…``: what ``mlflow-tenants`` does, over HTTP.
+
+Platform admins manage every tenant; a tenant's admins manage its own keys and members;
+every member may read its tenant, its usage and who it is. Paths are exact (parameters in
+the query or JSON body, as MLflow's own REST API does) so each one has an exact entry in
+MLflow's validator table. Errors are MLflow-format JSON.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import Blueprint, jsonify, request
+from mlflow.exceptions import MlflowException
+from mlflow.server.handlers import catch_mlflow_exception
+
+from mlflow_tenant_plugins.auth.identity import (
+    current_identity,
+    require_platform_admin,
+    require_role,
+)
+from mlflow_tenant_plugins.tenancy import Quotas, Role, TenantRegistry
+from mlflow_tenant_plugins.tenancy.quotas import parse_count, parse_size
+
+PREFIX = "/api/2.0/tenants"
+blueprint = Blueprint("tenant_admin", __name__, url_prefix=PREFIX)
+_registry: TenantRegistry | None = None
+
+
+def init(registry: TenantRegistry) -> None:
+    global _registry
+    _registry = registry
+
+
+def _reg() -> TenantRegistry:
+    assert _registry is not None, "admin_api.init() was not called"
+    return _registry
+
+
+def _body() -> dict:
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise MlflowException.invalid_parameter_value("expected a JSON object in the body")
+    return data
+
+
+def _param(name: str, required: bool = True) -> str | None:
+    value = request.args.get(name)
+    if value is None and request.method != "GET":
+        value = _body().get(name)
+    if required and (value is None or value == ""):
+        raise MlflowException.invalid_parameter_value(f"missing parameter '{name}'")
+    return value
+
+
+def _quotas(spec: dict | None, base: Quotas | None = None) -> Quotas | None:
+    if spec is None:
+        return base
+    if not isinstance(spec, dict):
+        raise MlflowException.invalid_parameter_value("'quotas' must be an object")
+    current = (base or Quotas()).to_dict()
+    unknown = set(spec) - set(current)
+    if unknown:
+        raise MlflowException.invalid_parameter_value(
+            f"unknown quota(s) {sorted(unknown)}; valid: {sorted(current)}"
+        )
+    merged = {**current, **spec}
+    types = merged["instance_types"]
+    if isinstance(types, str):
+        types = [t.strip() for t in types.split(",") if t.strip()]
+    return Quotas(
+        storage_bytes=parse_size(merged["storage_bytes"]),
+        endpoints=parse_count(merged["endpoints"], "endpoints quota"),
+        instances=parse_count(merged["instances"], "instances quota"),
+        instances_per_endpoint=parse_count(
+            merged["instances_per_endpoint"], "instances-per-endpoint quota"
+        ),
+        instance_types=tuple(types),
+    )
+
+
+def _usage(tenant: str) -> dict:
+    return {"tenant": tenant, "usage": [u.to_dict() for u in _reg().ledger.for_tenant(tenant)]}
+
+
+# -- tenants (platform admins; members may read their own) ---------------------------------
+@blueprint.route("/list", methods=["GET"])
+@catch_mlflow_exception
+def list_tenants():
+    require_platform_admin()
+    return jsonify({"tenants": [t.to_dict() for t in _reg().list_tenants()]})
+
+
+@blueprint.route("/create", methods=["POST"])
+@catch_mlflow_exception
+def create_tenant():
+    require_platform_admin()
+    body = _body()
+    tenant = _reg().create_tenant(
+        _param("name"),
+        display_name=body.get("display_name"),
+        quotas=_quotas(body.get("quotas")),
+        alarm_topic_arn=body.get("alarm_topic_arn"),
+        require_validation=bool(body.get("require_validation", False)),
+    )
+    return jsonify({"tenant": tenant.to_dict()})
+
+
+@blueprint.route("/get", methods=["GET"])
+@catch_mlflow_exception
+def get_tenant():
+    name = _param("name")
+    require_role(Role.VIEWER, name)
+    return jsonify({"tenant": _reg().get_tenant(name).to_dict()})
+
+
+@blueprint.route("/update", methods=["POST"])
+@catch_mlflow_exception
+def update_tenant():
+    require_platform_admin()
+    body, name = _body(), _param("name")
+    current = _reg().get_tenant(name)
+    rv = body.get("require_validation")
+    tenant = _reg().update_tenant(
+        name,
+        display_name=body.get("display_name"),
+        quotas=_quotas(body.get("quotas"), current.quotas) if "quotas" in body else None,
+        alarm_topic_arn=body.get("alarm_topic_arn"),
+        require_validation=None if rv is None else bool(rv),
+    )
+    return jsonify({"tenant": tenant.to_dict()})
+
+
+@blueprint.route("/suspend", methods=["POST"])
+@catch_mlflow_exception
+def suspend_tenant():
+    require_platform_admin()
+    return jsonify({"tenant": _reg().set_status(_param("name"), "suspended").to_dict()})
+
+
+@blueprint.route("/resume", methods=["POST"])
+@catch_mlflow_exception
+def resume_tenant():
+    require_platform_admin()
+    return jsonify({"tenant": _reg().set_status(_param("name"), "active").to_dict()})
+
+
+@blueprint.route("/delete", methods=["POST"])
+@catch_mlflow_exception
+def delete_tenant():
+    require_platform_admin()
+    _reg().delete_tenant(_param("name"), force=bool(_body().get("force", False)))
+    return jsonify({})
+
+
+# -- keys and members (tenant admins for their tenant) ------------------------------------
+@blueprint.route("/keys/create", methods=["POST"])
+@catch_mlflow_exception
+def create_key():
+    body, tenant = _body(), _param("tenant")
+    require_role(Role.ADMIN, tenant)
+    expires = body.get("expires_in_seconds")
+    key, secret = _reg().create_key(
+        tenant,
+        Role.parse(_param("role")),
+        principal=body.get("principal"),
+        description=str(body.get("description", "")),
+        expires_in=timedelta(seconds=parse_count(expires, "expires_in_seconds"))
+        if expires is not None
+        else None,
+    )
+    return jsonify({"key": key.to_dict(), "secret": secret})
+
+
+@blueprint.route("/keys/list", methods=["GET"])
+@catch_mlflow_exception
+def list_keys():
+    tenant = _param("tenant")
+    require_role(Role.ADMIN, tenant)
+    return jsonify({"keys": [k.to_dict() for k in _reg().list_keys(tenant)]})
+
+
+@blueprint.route("/keys/revoke", methods=["POST"])
+@catch_mlflow_exception
+def revoke_key():
+    key = _reg().get_key(_param("key_id"))
+    if key.tenant is None:
+        require_platform_admin()
+    else:
+        require_role(Role.ADMIN, key.tenant)
+    return jsonify({"key": _reg().revoke_key(key.key_id).to_dict()})
+
+
+@blueprint.route("/members/list", methods=["GET"])
+@catch_mlflow_exception
+def list_members():
+    tenant = _param("tenant")
+    require_role(Role.ADMIN, tenant)
+    return jsonify({"members": [m.to_dict() for m in _reg().members(tenant)]})
+
+
+@blueprint.route("/members/bind", methods=["POST"])
+@catch_mlflow_exception
+def bind_member():
+    tenant = _param("tenant")
+    require_role(Role.ADMIN, tenant)
+    member = _reg().bind(_param("principal"), tenant, Role.parse(_param("role")))
+    return jsonify({"member": member.to_dict()})
+
+
+@blueprint.route("/members/unbind", methods=["POST"])
+@catch_mlflow_exception
+def unbind_member():
+    tenant = _param("tenant")
+    require_role(Role.ADMIN, tenant)
+    _reg().unbind(_param("principal"), tenant)
+    return jsonify({})
+
+
+# -- anyone authenticated ------------------------------------------------------------------
+@blueprint.route("/usage", methods=["GET"])
+@catch_mlflow_exception
+def usage():
+    tenant = _param("tenant", required=False)
+    if tenant:
+        require_role(Role.VIEWER, tenant)
+        return jsonify({"tenants": [_usage(tenant)]})
+    identity = current_identity()
+    if identity.platform_admin:
+        return jsonify({"tenants": [_usage(t.name) for t in _reg().list_tenants()]})
+    return jsonify({"tenants": [_usage(identity.tenant)]})
+
+
+@blueprint.route("/whoami", methods=["GET"])
+@catch_mlflow_exception
+def whoami():
+    i = current_identity()
+    return jsonify({
+        "principal": i.principal,
+        "tenant": i.tenant,
+        "role": i.role.value if i.role else None,
+        "platform_admin": i.platform_admin,
+        "method": i.method,
+    })

@@ -1,0 +1,62 @@
+"""Tenant resolution, in front of everything MLflow serves (Flask and native FastAPI routes).
+
+The caller's tenant is its workspace. A caller that names no workspace lands in its own
+tenant: we add the ``X-MLFLOW-WORKSPACE`` header before MLflow resolves the workspace.
+Naming a workspace the caller is not bound to is refused here with 403 (MLflow's engine would
+refuse it too, route by route; refusing once, first, also keeps the refusal uniform).
+Unauthenticated requests get the 401 with a one-line reason; nothing reaches MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+
+from mlflow.server.auth import is_unprotected_route
+from mlflow.utils.workspace_utils import WORKSPACE_HEADER_NAME
+
+from mlflow_tenant_plugins.auth.authenticator import Authenticator, Refusal
+from mlflow_tenant_plugins.auth.engine import unauthenticated_body
+
+_WS_HEADER = WORKSPACE_HEADER_NAME.lower().encode()
+
+
+async def _send_json(send, status: int, body: str, extra: list | None = None) -> None:
+    payload = body.encode()
+    headers = [(b"content-type", b"application/json"),
+               (b"content-length", str(len(payload)).encode()), *(extra or [])]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+class TenantMiddleware:
+    def __init__(self, app, authenticator: Authenticator):
+        self.app = app
+        self.authenticator = authenticator
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or is_unprotected_route(scope.get("path", "")):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                   for k, v in scope.get("headers", [])}
+        client = scope.get("client")
+        result = self.authenticator.authenticate(headers, client[0] if client else None)
+        if isinstance(result, Refusal):
+            await _send_json(send, 401, unauthenticated_body(result.reason),
+                             [(b"www-authenticate", b'Basic realm="mlflow"')])
+            return
+        named = headers.get(WORKSPACE_HEADER_NAME.lower(), "").strip()
+        if named:
+            if not result.may_act_in(named):
+                body = json.dumps({
+                    "error_code": "PERMISSION_DENIED",
+                    "message": f"not allowed in workspace '{named}': your credentials "
+                               f"belong to tenant '{result.tenant}'",
+                })
+                await _send_json(send, 403, body)
+                return
+        elif result.tenant is not None:
+            scope = dict(scope)
+            scope["headers"] = [*scope.get("headers", []),
+                                (_WS_HEADER, result.tenant.encode("latin-1"))]
+        await self.app(scope, receive, send)

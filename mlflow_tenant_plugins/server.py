@@ -1,0 +1,94 @@
+"""The ``tenant-auth`` app: MLflow's basic-auth engine, configured with our authentication,
+our tenant -> workspace mapping, and our routes.
+
+``mlflow server --app-name tenant-auth --enable-workspaces …`` runs :func:`create_app` in
+every worker. It keeps no table of route permissions of its own: MLflow's engine authorizes
+every MLflow route from the workspace roles the registry keeps in step, fail-closed; our own
+routes are registered in the engine's validator table and check roles in their handlers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import tempfile
+from pathlib import Path
+
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_STATE
+
+from mlflow_tenant_plugins.config import Settings, load_settings
+from mlflow_tenant_plugins.tenancy import TenantRegistry
+
+_logger = logging.getLogger(__name__)
+
+AUTHORIZATION_FUNCTION = "mlflow_tenant_plugins.auth.engine:authorization_function"
+PLATFORM_ADMIN = "platform-admin"
+
+
+def _write_auth_ini(settings: Settings) -> Path:
+    """basic-auth reads its settings from an ini file at import; we generate it.
+
+    ``default_permission = NO_PERMISSIONS``: nobody gets anything from a default, every grant
+    comes from a tenant role. The admin password is random and never used: our
+    ``authorization_function`` replaces password checks.
+    """
+    body = (
+        "[mlflow]\n"
+        "default_permission = NO_PERMISSIONS\n"
+        f"database_uri = {settings.database_uri}\n"
+        f"admin_username = {PLATFORM_ADMIN}\n"
+        f"admin_password = {secrets.token_urlsafe(24)}\n"
+        f"authorization_function = {AUTHORIZATION_FUNCTION}\n"
+        "grant_default_workspace_access = false\n"
+    )
+    fd, tmp = tempfile.mkstemp(prefix="mlt-auth-", suffix=".ini")
+    with os.fdopen(fd, "w") as f:
+        f.write(body)
+    os.chmod(tmp, 0o600)
+    return Path(tmp)
+
+
+def _configure_engine(settings: Settings, registry: TenantRegistry) -> None:
+    if os.environ.get("MLFLOW_ENABLE_WORKSPACES", "").lower() not in ("true", "1"):
+        raise MlflowException(
+            "tenant-auth needs workspaces: start the server with --enable-workspaces",
+            INVALID_STATE,
+        )
+    os.environ["MLFLOW_AUTH_CONFIG_PATH"] = str(_write_auth_ini(settings))
+    os.environ.setdefault("MLFLOW_BASIC_AUTH_FAIL_CLOSED", "true")
+    if not os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        # Static across workers and instances (CSRF tokens must validate everywhere).
+        os.environ["MLFLOW_FLASK_SERVER_SECRET_KEY"] = registry.shared_secret("flask-secret-key")
+
+
+def create_app():
+    settings = load_settings()
+    registry = TenantRegistry.from_settings(settings)
+    _configure_engine(settings, registry)
+
+    import mlflow.server.auth as engine  # reads MLFLOW_AUTH_CONFIG_PATH at import
+
+    if engine.auth_config.authorization_function != AUTHORIZATION_FUNCTION:
+        raise MlflowException(
+            "mlflow.server.auth was imported before tenant-auth could configure it",
+            INVALID_STATE,
+        )
+    from mlflow_tenant_plugins.auth import engine as auth_engine
+    from mlflow_tenant_plugins.auth.authenticator import Authenticator
+    from mlflow_tenant_plugins.auth.methods import build_methods
+    from mlflow_tenant_plugins.auth.middleware import TenantMiddleware
+    from mlflow_tenant_plugins.routes import register_routes
+
+    authenticator = Authenticator(
+        registry,
+        settings.auth_cache_ttl_seconds,
+        list(settings.auth_methods),
+        extra_methods=build_methods(settings, registry),
+    )
+    auth_engine.install(authenticator)
+    register_routes(engine, registry)
+    app = engine.create_app()
+    app.add_middleware(TenantMiddleware, authenticator=authenticator)
+    return app
