@@ -55,6 +55,32 @@ class Settings:
     # AWS for artifacts and deployments (empty: boto3's defaults).
     aws_region: str = "us-east-1"
     aws_endpoint_url: str = ""
+    # tenant-s3 artifacts (mlflow_tenant_plugins.artifacts).
+    # How S3 calls made for a tenant get their credentials:
+    #   "session-policy"  - AssumeRole of ``artifact_role_arn`` with a session policy allowing
+    #                       only the tenant's prefix;
+    #   "role-per-tenant" - AssumeRole of ``artifact_role_arn`` with ``{tenant}`` replaced by the
+    #                       tenant name (each role's own policy names its prefix), plus the same
+    #                       session policy as a second fence;
+    #   "ambient"         - the process's own AWS credentials (no prefix scoping: dev/demo only);
+    #   "auto" (default)  - "session-policy" when ``artifact_role_arn`` is set, else "ambient".
+    artifact_credentials: str = "auto"
+    # Role to assume for tenant artifact access; a template with ``{tenant}`` for
+    # "role-per-tenant" (e.g. ``arn:aws:iam::123456789012:role/mlflow-tenant-{tenant}``).
+    artifact_role_arn: str = ""
+    # Optional ExternalId passed to AssumeRole (when the role's trust policy requires one).
+    artifact_role_external_id: str = ""
+    # Lifetime requested for assumed-role sessions (AWS: 900 s up to the role's maximum).
+    # Presigned multipart part URLs die with the session that signed them, so this also bounds
+    # how long a large proxied multipart upload may take.
+    artifact_credential_duration_seconds: float = 3600.0
+    # Cached tenant credentials are refreshed this long before they expire (botocore's
+    # advisory refresh; the mandatory refresh is at half of it), so a transfer in flight
+    # never signs a request with credentials about to expire.
+    artifact_credential_refresh_seconds: float = 600.0
+    # Per-tenant SSE-KMS keys for artifact writes, entries "tenant=key-id-or-arn"; an entry
+    # "*=key" applies to every tenant without an entry of its own. Empty: bucket default.
+    artifact_kms_key_ids: tuple[str, ...] = ()
     extra: dict = field(default_factory=dict)
 
     @property
