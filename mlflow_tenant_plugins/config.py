@@ -81,6 +81,34 @@ class Settings:
     # Per-tenant SSE-KMS keys for artifact writes, entries "tenant=key-id-or-arn"; an entry
     # "*=key" applies to every tenant without an entry of its own. Empty: bucket default.
     artifact_kms_key_ids: tuple[str, ...] = ()
+    # tenant-sagemaker deployments (mlflow_tenant_plugins.deployments).
+    # IAM role SageMaker assumes to pull the serving image and the model package (the default
+    # suits the emulator; set the real role in production).
+    deploy_execution_role_arn: str = "arn:aws:iam::123456789012:role/mlflow-tenant-sagemaker"
+    # Serving image; empty: MLflow's pyfunc image (``mlflow models build-docker`` pushed as
+    # ``mlflow-pyfunc:<mlflow version>``) in this account's ECR in ``aws_region``.
+    deploy_image_uri: str = ""
+    # Where model packages (model.tar.gz) go: an ``s3://BUCKET/PREFIX`` template in which
+    # ``{tenant}`` is replaced by the tenant; empty: the server's ``--artifacts-destination``
+    # (``tenant-s3://`` or ``s3://``) + ``/workspaces/{tenant}/deployments``, i.e. inside the
+    # tenant's artifact prefix, where its storage quota counts it.
+    deploy_package_root: str = ""
+    # Seconds between status polls while an endpoint is Creating or Updating.
+    deploy_poll_seconds: float = 10.0
+    # A create or update not InService after this long is failed and rolled back.
+    deploy_timeout_seconds: float = 3600.0
+    # Default CloudWatch alarm thresholds for every endpoint. A tenant's own go in the config
+    # file's ``[deploy_tenant_alarms.<tenant>]`` table (same names without ``deploy_``), a
+    # deployment's own in its ``-C alarm_…`` config keys.
+    deploy_alarm_5xx_errors: float = 1.0  # Invocation5XXErrors, sum per period
+    deploy_alarm_4xx_errors: float = 50.0  # Invocation4XXErrors, sum per period
+    deploy_alarm_latency_p99_ms: float = 1000.0  # ModelLatency p99 (AWS reports microseconds)
+    deploy_alarm_cpu_percent: float = 90.0  # CPUUtilization average (100 per vCPU)
+    deploy_alarm_memory_percent: float = 90.0  # MemoryUtilization average
+    deploy_alarm_period_seconds: float = 60.0
+    deploy_alarm_evaluation_periods: float = 5.0
+    # Application Auto Scaling target: SageMakerVariantInvocationsPerInstance per minute.
+    deploy_target_invocations_per_instance: float = 100.0
     extra: dict = field(default_factory=dict)
 
     @property
