@@ -59,4 +59,37 @@ class TenantMiddleware:
             scope = dict(scope)
             scope["headers"] = [*scope.get("headers", []),
                                 (_WS_HEADER, result.tenant.encode("latin-1"))]
-        await self.app(scope, receive, send)
+        await self.app(scope, receive, _json_forbidden(send))
+
+
+_FORBIDDEN_BODY = json.dumps({
+    "error_code": "PERMISSION_DENIED",
+    "message": "permission denied: your role in this tenant does not allow this request, "
+               "or the object is not in your tenant",
+}).encode()
+
+
+def _json_forbidden(send):
+    """MLflow's engine answers 403 with plain text; the platform promises MLflow-format JSON
+    (``PERMISSION_DENIED``) on every refusal, so rewrite those bodies on the way out."""
+    rewriting = False
+
+    async def wrapped(message) -> None:
+        nonlocal rewriting
+        if message["type"] == "http.response.start" and message["status"] == 403:
+            content_type = dict(message.get("headers", [])).get(b"content-type", b"")
+            if not content_type.startswith(b"application/json"):
+                rewriting = True
+                headers = [(k, v) for k, v in message.get("headers", [])
+                           if k.lower() not in (b"content-type", b"content-length")]
+                headers += [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(_FORBIDDEN_BODY)).encode())]
+                await send({**message, "headers": headers})
+                return
+        if rewriting and message["type"] == "http.response.body":
+            if not message.get("more_body", False):
+                await send({"type": "http.response.body", "body": _FORBIDDEN_BODY})
+            return
+        await send(message)
+
+    return wrapped
