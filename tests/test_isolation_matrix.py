@@ -88,7 +88,7 @@ def world(tenant_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory)
     return tenant_server, a, b
 
 
-def _refused(fn) -> None:  # noqa: ANN001
+def _refused(fn) -> None:
     with pytest.raises(MlflowException) as info:
         fn()
     assert info.value.get_http_status_code() in (403, 404), info.value
