@@ -39,6 +39,10 @@ from mlflow_tenant_plugins.tenancy.usage import RESOURCES, UsageLedger
 from mlflow_tenant_plugins.tenancy.workspaces import WorkspaceMirror
 
 _PRINCIPAL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+:/=-]{0,254}$")
+_SNS_TOPIC_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$")
+# Column widths: checked here so that PostgreSQL never answers with a raw DataError.
+_MAX_DISPLAY_NAME = 256
+_MAX_DESCRIPTION = 256
 _STATUSES = ("active", "suspended")
 # last_used_at is written at most this often per key: a write per request would make every
 # authenticated read a database write.
@@ -67,6 +71,21 @@ def validate_principal_name(name: str) -> None:
         raise MlflowException.invalid_parameter_value(
             f"invalid principal name {name!r}: 1-255 characters, letters, digits and ._@+:/=-, "
             "starting with a letter or digit"
+        )
+
+
+def _check_text(what: str, value: str | None, limit: int) -> None:
+    if value is not None and len(value) > limit:
+        raise MlflowException.invalid_parameter_value(
+            f"{what} is too long: {len(value)} characters, at most {limit}"
+        )
+
+
+def validate_alarm_topic_arn(arn: str | None) -> None:
+    if arn and not _SNS_TOPIC_ARN.match(arn):
+        raise MlflowException.invalid_parameter_value(
+            f"invalid alarm topic ARN {arn!r}: expected an SNS topic ARN such as "
+            "arn:aws:sns:us-east-1:123456789012:alarms"
         )
 
 
@@ -125,7 +144,12 @@ class TenantRegistry:
         require_validation: bool = False,
     ) -> Tenant:
         validate_tenant_name(name)
+        _check_text("display name", display_name, _MAX_DISPLAY_NAME)
+        validate_alarm_topic_arn(alarm_topic_arn)
         quotas = quotas or Quotas()
+        with self._session() as s:
+            if s.get(TenantRow, name) is not None:
+                raise MlflowException(f"tenant '{name}' already exists", RESOURCE_ALREADY_EXISTS)
         if self.mirror.workspace_exists(name):
             raise MlflowException(
                 f"a workspace named '{name}' already exists in MLflow; choose another name",
@@ -178,6 +202,8 @@ class TenantRegistry:
         alarm_topic_arn: str | None = None,
         require_validation: bool | None = None,
     ) -> Tenant:
+        _check_text("display name", display_name, _MAX_DISPLAY_NAME)
+        validate_alarm_topic_arn(alarm_topic_arn)
         values: dict = {}
         if display_name is not None:
             values["display_name"] = display_name
@@ -337,6 +363,7 @@ class TenantRegistry:
         """A new key for a tenant role (or, with ``tenant=None``, a platform admin key).
         Returns the record and the key itself, which is never stored and never shown again."""
         role = Role.parse(role) if isinstance(role, str) else role
+        _check_text("key description", description, _MAX_DESCRIPTION)
         if expires_in is not None and expires_in.total_seconds() <= 0:
             raise MlflowException.invalid_parameter_value("expiry must be in the future")
         key_id, secret = keylib.new_key()
