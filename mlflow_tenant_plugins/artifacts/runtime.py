@@ -1,0 +1,52 @@
+"""What a repository needs besides its URI — settings, per-tenant credentials, the usage
+ledger — shared by every repository of a process with the same settings, so that MLflow
+building repositories per request does not mean an AssumeRole or a database engine per request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from functools import cached_property
+
+from mlflow_tenant_plugins.artifacts.credentials import TenantCredentials, kms_key_for
+from mlflow_tenant_plugins.artifacts.quota import StorageQuota
+from mlflow_tenant_plugins.config import Settings, load_settings
+from mlflow_tenant_plugins.tenancy.db import get_engine
+from mlflow_tenant_plugins.tenancy.usage import UsageLedger
+
+_runtimes: dict[tuple, Runtime] = {}
+_lock = threading.Lock()
+
+
+class Runtime:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.credentials = TenantCredentials(settings)
+
+    @cached_property
+    def ledger(self) -> UsageLedger:
+        # The server and the admin CLI read one configuration, so they share this database.
+        return UsageLedger(get_engine(self.settings.database_uri))
+
+    def quota(self, tenant: str) -> StorageQuota:
+        return StorageQuota(self.ledger, tenant)
+
+    def kms_key(self, tenant: str) -> str | None:
+        return kms_key_for(self.settings, tenant)
+
+
+def _key(settings: Settings) -> tuple:
+    fields = dataclasses.fields(settings)
+    return tuple((f.name, getattr(settings, f.name)) for f in fields if f.name != "extra")
+
+
+def runtime_for(settings: Settings | None = None) -> Runtime:
+    """The process's runtime for ``settings`` (default: ``load_settings()``)."""
+    settings = settings or load_settings()
+    key = _key(settings)
+    with _lock:
+        runtime = _runtimes.get(key)
+        if runtime is None:
+            runtime = _runtimes[key] = Runtime(settings)
+        return runtime
