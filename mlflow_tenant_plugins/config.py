@@ -9,6 +9,8 @@ share one database (one tenant, one record set).
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,45 +118,69 @@ class Settings:
         return self.tracking_uri or self.database_uri
 
 
-def _coerce(name: str, raw: object, kind: type) -> object:
+def _coerce(name: str, raw: object, kind: type, source: str = "") -> object:
+    """``raw`` as ``kind``; errors name the setting and where its value came from."""
+    where = f" ({source})" if source else ""
     if kind is tuple:
         if isinstance(raw, str):
             return tuple(p.strip() for p in raw.split(",") if p.strip())
-        if isinstance(raw, list | tuple):
-            return tuple(str(p) for p in raw)
-    elif kind is float:
+        if isinstance(raw, list | tuple) and all(isinstance(p, str) for p in raw):
+            return tuple(raw)
+        raise ConfigError(f"setting {name!r}{where} must be a list of strings, got {raw!r}")
+    if kind is float:
+        # bool is an int to Python, but `true` for a number of seconds is a mistake.
+        if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+            raise ConfigError(f"setting {name!r}{where} must be a number, got {raw!r}")
         try:
-            value = float(raw)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            raise ConfigError(f"setting {name!r} must be a number, got {raw!r}") from None
-        if value < 0:
-            raise ConfigError(f"setting {name!r} must not be negative, got {raw!r}")
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"setting {name!r}{where} must be a number, got {raw!r}") from None
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(
+                f"setting {name!r}{where} must be a finite number >= 0, got {raw!r}"
+            )
         return value
-    elif kind is str and isinstance(raw, str):
+    if kind is str and isinstance(raw, str):
         return raw
-    raise ConfigError(f"setting {name!r} has the wrong type: {raw!r}")
+    raise ConfigError(f"setting {name!r}{where} must be a string, got {raw!r}")
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Settings from the file named by ``MLFLOW_TENANT_CONFIG`` and the environment.
+
+    An unknown key in the file is an error (a mistyped key silently falling back to a default
+    is how a platform ends up on the wrong database); TOML tables are kept in ``extra`` for
+    parts that read a section of their own."""
     env = os.environ if environ is None else environ
     values: dict[str, object] = {}
+    sources: dict[str, str] = {}
     path = env.get(CONFIG_ENV)
     if path:
         try:
             values.update(tomllib.loads(Path(path).read_text()))
         except OSError as exc:
             raise ConfigError(f"cannot read {CONFIG_ENV}={path}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+        sources = {k: f"in {path}" for k in values}
     kinds = {f.name: f.type for f in dataclasses.fields(Settings) if f.name != "extra"}
-    extra = {k: values.pop(k) for k in list(values) if k not in kinds}
+    tables = [k for k in values if k not in kinds and isinstance(values[k], dict)]
+    extra = {k: values.pop(k) for k in tables}
+    unknown = [k for k in values if k not in kinds]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], kinds, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown setting {unknown[0]!r} in {path}{hint}")
     for name in kinds:
         env_value = env.get(ENV_PREFIX + name.upper())
         if env_value is not None:
             values[name] = env_value
+            sources[name] = f"from {ENV_PREFIX + name.upper()}"
     if "database_uri" not in values and env.get(_SERVER_BACKEND_STORE_ENV):
         # Inside `mlflow server`: by default the registry shares the tracking database.
         values["database_uri"] = env[_SERVER_BACKEND_STORE_ENV]
     kind_of = {"str": str, "float": float, "tuple[str, ...]": tuple}
-    coerced = {n: _coerce(n, v, kind_of[kinds[n]]) for n, v in values.items()}
+    coerced = {
+        n: _coerce(n, v, kind_of[kinds[n]], sources.get(n, "")) for n, v in values.items()
+    }
     return Settings(**coerced, extra=extra)
