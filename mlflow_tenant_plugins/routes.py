@@ -8,14 +8,38 @@ from __future__ import annotations
 import importlib.util
 from types import ModuleType
 
-from flask import Blueprint
+from flask import Blueprint, jsonify
+from mlflow.server.handlers import catch_mlflow_exception
 
 from mlflow_tenant_plugins import admin_api
 from mlflow_tenant_plugins.auth.engine import authenticate_current_request
+from mlflow_tenant_plugins.auth.identity import require_platform_admin
 from mlflow_tenant_plugins.tenancy import TenantRegistry
 
 # Path prefixes our blueprints own; the route-coverage check classifies them as ours.
 OWN_PREFIXES = ("/api/2.0/tenants/",)
+# MLflow routes that change server-wide state yet admit any authenticated caller: on one
+# server shared by many tenants they are for platform admins only (gap closed in the
+# tenant middleware; tests/test_route_coverage.py names it).
+PLATFORM_ONLY_PREFIXES = (
+    # The AI assistant's config (PUT) and skills install are server-global.
+    "/ajax-api/3.0/mlflow/assistant",
+)
+
+
+_route_classes: list = []
+
+
+def set_route_classes(classes: list) -> None:
+    _route_classes[:] = classes
+
+
+@admin_api.blueprint.route("/routes", methods=["GET"])
+@catch_mlflow_exception
+def list_route_classes():
+    """Platform admins: how every served route is authorized (the startup classification)."""
+    require_platform_admin()
+    return jsonify({"routes": [r.to_dict() for r in _route_classes]})
 
 
 def _authenticated() -> bool:

@@ -90,5 +90,26 @@ def create_app():
     auth_engine.install(authenticator)
     register_routes(engine, registry)
     app = engine.create_app()
+    _check_route_coverage(engine, app)
     app.add_middleware(TenantMiddleware, authenticator=authenticator)
     return app
+
+
+def _check_route_coverage(engine, app) -> None:
+    """Refuse to serve a route nobody authorizes: with fail-closed off, or with one of our
+    routes missing its validator, a route could be open to every authenticated caller."""
+    from mlflow.environment_variables import MLFLOW_BASIC_AUTH_FAIL_CLOSED
+
+    from mlflow_tenant_plugins import coverage
+    from mlflow_tenant_plugins.routes import set_route_classes
+
+    if not MLFLOW_BASIC_AUTH_FAIL_CLOSED.get():
+        raise MlflowException(
+            "tenant-auth requires MLFLOW_BASIC_AUTH_FAIL_CLOSED=true", INVALID_STATE
+        )
+    routes = coverage.classify_routes(engine, app)
+    bad = [r for r in routes if r.access == "unclassified"]
+    if bad:
+        raise MlflowException(f"routes without authorization: {bad}", INVALID_STATE)
+    set_route_classes(routes)
+    _logger.info("tenant-auth route coverage: %d routes %s", len(routes), coverage.summary(routes))
