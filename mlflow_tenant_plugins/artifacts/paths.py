@@ -50,7 +50,7 @@ def _check_form(original: str, form: str) -> None:
             raise refuse(original, f"{name} is not allowed")
     if _PERCENT_ESCAPE.search(form):
         raise refuse(original, "percent-encoded characters are not allowed")
-    if form.startswith("/") or _DRIVE.match(form):
+    if form.startswith("/"):
         raise refuse(original, "absolute paths are not allowed")
     segments = form.split("/")
     if segments[-1] == "" and len(segments) > 1:
@@ -60,6 +60,8 @@ def _check_form(original: str, form: str) -> None:
             raise refuse(original, "empty path segment")
         if segment.rstrip(". ") == "":
             raise refuse(original, f"path segment {segment!r} is not allowed")
+        if _DRIVE.match(segment):  # a Windows drive ("C:", "c:x") re-roots a joined path
+            raise refuse(original, f"path segment {segment!r} looks like a drive")
 
 
 def check_relative(path: str | None) -> str:
@@ -101,6 +103,10 @@ class Location:
 def parse_uri(uri: str) -> Location:
     """Split a tenant-s3 URI at its first ``workspaces/<tenant>`` pair: what comes before is the
     root, the pair names the tenant. ROOT may therefore not contain a ``workspaces`` segment."""
+    if not isinstance(uri, str) or any(
+        unicodedata.category(ch) in _FORBIDDEN_CATEGORIES for ch in uri
+    ):  # urlsplit would silently drop tabs and newlines
+        raise MlflowException.invalid_parameter_value(f"invalid {SCHEME} URI {uri!r}")
     parsed = urllib.parse.urlsplit(uri)
     if parsed.scheme != SCHEME:
         raise MlflowException.invalid_parameter_value(f"not a {SCHEME}:// URI: {uri!r}")

@@ -69,10 +69,13 @@ class ReconcileReport:
         }
 
 
-def measure(client: Any, bucket: str, prefix: str) -> tuple[int, int]:
+def measure(client: Any, bucket: str, prefix: str, page_size: int = 1000) -> tuple[int, int]:
     """(bytes, objects) under ``prefix``, every page."""
     total = count = 0
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+    pages = client.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": page_size}
+    )
+    for page in pages:
         for obj in page.get("Contents", []):
             total += int(obj["Size"])
             count += 1
@@ -94,6 +97,7 @@ def reconcile(
     settings: Settings | None = None,
     dry_run: bool = False,
     client: Any = None,
+    page_size: int = 1000,
 ) -> ReconcileReport:
     """Compare each tenant's prefix under ``destination`` (``tenant-s3://BUCKET/PREFIX`` or
     ``BUCKET/PREFIX``) with the ledger and, unless ``dry_run``, correct the ledger."""
@@ -107,7 +111,7 @@ def reconcile(
         status = "busy"
         for _ in range(_ATTEMPTS):
             before = ledger.get(tenant, RESOURCE).used
-            s3_bytes, objects = measure(client, bucket, fence + "/")
+            s3_bytes, objects = measure(client, bucket, fence + "/", page_size)
             if ledger.get(tenant, RESOURCE).used != before:
                 continue  # a write or delete landed meanwhile: list again
             if s3_bytes == before:
@@ -122,7 +126,7 @@ def reconcile(
     base = "/".join(p for p in (root, WORKSPACES_DIR) if p) + "/"
     known = set(tenants)
     for page in client.get_paginator("list_objects_v2").paginate(
-        Bucket=bucket, Prefix=base, Delimiter="/"
+        Bucket=bucket, Prefix=base, Delimiter="/", PaginationConfig={"PageSize": page_size}
     ):
         for common in page.get("CommonPrefixes", []):
             name = common["Prefix"][len(base) :].rstrip("/")
