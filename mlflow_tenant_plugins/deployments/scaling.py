@@ -1,0 +1,102 @@
+"""Application Auto Scaling for an endpoint's variant: target tracking on
+``SageMakerVariantInvocationsPerInstance``, between min and max instances that the tenant's
+quota has already reserved (max is what the reservation holds, so scaling can never take the
+tenant past its instance quota).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlflow_tenant_plugins.deployments.names import SCALABLE_DIMENSION, Names
+
+NAMESPACE = "sagemaker"
+
+
+def register(autoscaling: Any, names: Names, min_instances: int, max_instances: int) -> None:
+    autoscaling.register_scalable_target(
+        ServiceNamespace=NAMESPACE,
+        ResourceId=names.scaling_resource_id,
+        ScalableDimension=SCALABLE_DIMENSION,
+        MinCapacity=min_instances,
+        MaxCapacity=max_instances,
+    )
+
+
+def put_policy(autoscaling: Any, names: Names, target: float, scale_in_cooldown: int,
+               scale_out_cooldown: int) -> None:
+    autoscaling.put_scaling_policy(
+        PolicyName=names.scaling_policy,
+        ServiceNamespace=NAMESPACE,
+        ResourceId=names.scaling_resource_id,
+        ScalableDimension=SCALABLE_DIMENSION,
+        PolicyType="TargetTrackingScaling",
+        TargetTrackingScalingPolicyConfiguration={
+            "TargetValue": float(target),
+            "PredefinedMetricSpecification": {
+                "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"
+            },
+            "ScaleInCooldown": int(scale_in_cooldown),
+            "ScaleOutCooldown": int(scale_out_cooldown),
+        },
+    )
+
+
+def _is_missing(exc: Exception) -> bool:
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+    return code in ("ObjectNotFoundException", "ValidationException")
+
+
+def delete_policy(autoscaling: Any, names: Names) -> None:
+    try:
+        autoscaling.delete_scaling_policy(
+            PolicyName=names.scaling_policy,
+            ServiceNamespace=NAMESPACE,
+            ResourceId=names.scaling_resource_id,
+            ScalableDimension=SCALABLE_DIMENSION,
+        )
+    except Exception as exc:
+        if not _is_missing(exc):
+            raise
+
+
+def deregister(autoscaling: Any, names: Names) -> None:
+    """Remove the policy and the target; missing ones are fine (delete is idempotent)."""
+    delete_policy(autoscaling, names)
+    try:
+        autoscaling.deregister_scalable_target(
+            ServiceNamespace=NAMESPACE,
+            ResourceId=names.scaling_resource_id,
+            ScalableDimension=SCALABLE_DIMENSION,
+        )
+    except Exception as exc:
+        if not _is_missing(exc):
+            raise
+
+
+def describe(autoscaling: Any, names: Names) -> dict[str, Any] | None:
+    targets = autoscaling.describe_scalable_targets(
+        ServiceNamespace=NAMESPACE,
+        ResourceIds=[names.scaling_resource_id],
+        ScalableDimension=SCALABLE_DIMENSION,
+    ).get("ScalableTargets", [])
+    if not targets:
+        return None
+    policies = autoscaling.describe_scaling_policies(
+        ServiceNamespace=NAMESPACE,
+        ResourceId=names.scaling_resource_id,
+        ScalableDimension=SCALABLE_DIMENSION,
+    ).get("ScalingPolicies", [])
+    out: dict[str, Any] = {
+        "min_instances": targets[0]["MinCapacity"],
+        "max_instances": targets[0]["MaxCapacity"],
+        "policy": None,
+    }
+    for policy in policies:
+        if policy["PolicyName"] == names.scaling_policy:
+            cfg = policy.get("TargetTrackingScalingPolicyConfiguration", {})
+            out["policy"] = policy["PolicyName"]
+            out["target_invocations_per_instance"] = cfg.get("TargetValue")
+            out["scale_in_cooldown_seconds"] = cfg.get("ScaleInCooldown")
+            out["scale_out_cooldown_seconds"] = cfg.get("ScaleOutCooldown")
+    return out

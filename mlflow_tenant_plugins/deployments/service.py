@@ -1,0 +1,507 @@
+"""The deployment service: a tenant's deploys, within its quotas, on the platform's AWS account.
+
+Server-side (the platform's routes, or an admin's direct mode). The tenant is always passed in
+explicitly; nothing here reads a request. The synchronous half of create/update validates,
+resolves the model, claims the name and reserves quota — so every refusal (400, 404, 409, 429)
+comes back at once with nothing made — and the rest runs in a background thread
+(:mod:`.operations`). State lives in SageMaker and its tags, plus a status record in S3 while
+an operation runs or after one failed, so any worker can answer ``get``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import (
+    INVALID_STATE,
+    PERMISSION_DENIED,
+    RESOURCE_ALREADY_EXISTS,
+    RESOURCE_DOES_NOT_EXIST,
+    RESOURCE_EXHAUSTED,
+)
+
+from mlflow_tenant_plugins.config import Settings
+from mlflow_tenant_plugins.deployments import alarms, scaling
+from mlflow_tenant_plugins.deployments import names as n
+from mlflow_tenant_plugins.deployments.aws import AwsClients, describe, error_code, is_not_found
+from mlflow_tenant_plugins.deployments.model_source import ModelResolver
+from mlflow_tenant_plugins.deployments.operations import Operations, Plan, Undo
+from mlflow_tenant_plugins.deployments.options import (
+    CLIENT_ONLY,
+    CREATE,
+    UPDATE,
+    parse_config,
+    validate_deployment_name,
+)
+from mlflow_tenant_plugins.deployments.storage import (
+    IN_FLIGHT,
+    DeploymentStorage,
+    PackageLocation,
+)
+from mlflow_tenant_plugins.tenancy import TenantRegistry
+from mlflow_tenant_plugins.tenancy.entities import Tenant
+
+_logger = logging.getLogger(__name__)
+DEFAULT_INSTANCE_TYPE = "ml.m5.large"
+
+
+def _not_found(tenant: str, name: str) -> MlflowException:
+    return MlflowException(f"deployment '{name}' does not exist in tenant '{tenant}'",
+                           RESOURCE_DOES_NOT_EXIST)
+
+
+class DeploymentService:
+    def __init__(self, registry: TenantRegistry, settings: Settings, *,
+                 aws: AwsClients | None = None, resolver: ModelResolver | None = None,
+                 page_size: int = 100):
+        self.registry = registry
+        self.settings = settings
+        self.aws = aws or AwsClients(settings)
+        self.storage = DeploymentStorage(self.aws.s3, settings)
+        self.resolver = resolver or ModelResolver()
+        self.page_size = page_size
+        self.ops = Operations(self)
+        # Extra checks before a deploy, e.g. the data-validation gate: fn(tenant, model_ref).
+        self.checks: list[Any] = []
+        self._jobs: dict[tuple[str, str], threading.Thread] = {}
+        self._image: str | None = None
+
+    # -- helpers ---------------------------------------------------------------------------
+    def image_uri(self) -> str:
+        if self.settings.deploy_image_uri:
+            return self.settings.deploy_image_uri
+        if self._image is None:
+            import mlflow.version
+
+            account = self.aws.sts.get_caller_identity()["Account"]
+            self._image = (f"{account}.dkr.ecr.{self.aws.region}.amazonaws.com/"
+                           f"mlflow-pyfunc:{mlflow.version.VERSION}")
+        return self._image
+
+    def _tenant(self, name: str) -> Tenant:
+        tenant = self.registry.get_tenant(name)
+        if not tenant.active:
+            raise MlflowException(f"tenant '{name}' is suspended", PERMISSION_DENIED)
+        return tenant
+
+    def _owned_endpoint(self, names: n.Names) -> tuple[dict, dict[str, str]] | None:
+        """(DescribeEndpoint, tags) if the endpoint exists and carries this tenant's tag."""
+        try:
+            desc = self.aws.sagemaker.describe_endpoint(EndpointName=names.endpoint)
+        except Exception as exc:
+            if is_not_found(exc):
+                return None
+            raise
+        tags = self._tags(desc["EndpointArn"])
+        if tags.get(n.TAG_TENANT) != names.tenant:
+            return None
+        return desc, tags
+
+    def _tags(self, arn: str) -> dict[str, str]:
+        tags: dict[str, str] = {}
+        for page in self.aws.sagemaker.get_paginator("list_tags").paginate(ResourceArn=arn):
+            tags.update({t["Key"]: t["Value"] for t in page.get("Tags", [])})
+        return tags
+
+    def _start(self, tenant: str, name: str, fn: Any, plan: Plan, background: bool) -> None:
+        if not background:
+            fn(plan)
+            return
+
+        def run() -> None:
+            try:
+                fn(plan)
+            except BaseException:  # already rolled back and recorded by the operation
+                pass
+            finally:
+                self._jobs.pop((tenant, name), None)
+
+        thread = threading.Thread(target=run, name=f"deploy-{tenant}-{name}", daemon=True)
+        self._jobs[(tenant, name)] = thread
+        thread.start()
+
+    def wait_for_jobs(self, timeout: float = 60.0) -> None:
+        """Join the background operations (tests, shutdown)."""
+        deadline = time.monotonic() + timeout
+        for thread in list(self._jobs.values()):
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        self.ops.stop.set()
+        self.wait_for_jobs(timeout)
+
+    def _stale_after(self) -> float:
+        return self.settings.deploy_timeout_seconds + 900
+
+    @staticmethod
+    def _server_config(config: dict[str, Any] | None, command: str) -> dict[str, Any]:
+        parsed = parse_config(config, command)
+        return {k: v for k, v in parsed.items() if k not in CLIENT_ONLY}
+
+    def _check_instances(self, tenant: Tenant, instance_type: str, count: int, lo: int,
+                         hi: int) -> None:
+        allowed = tenant.quotas.instance_types
+        if instance_type not in allowed:
+            raise MlflowException.invalid_parameter_value(
+                f"instance type {instance_type} is not allowed for tenant '{tenant.name}'; "
+                f"allowed: {', '.join(allowed) or 'none'}"
+            )
+        if not lo <= count <= hi:
+            raise MlflowException.invalid_parameter_value(
+                f"instance_count {count} must lie within min_instances {lo} and "
+                f"max_instances {hi}"
+            )
+        limit = tenant.quotas.instances_per_endpoint
+        if hi > limit:
+            raise MlflowException(
+                f"quota exceeded for tenant '{tenant.name}': instances_per_endpoint limit is "
+                f"{limit}, this deployment needs {hi} (its max_instances)",
+                RESOURCE_EXHAUSTED,
+            )
+
+    # -- create ----------------------------------------------------------------------------
+    def create(self, tenant_name: str, name: str, model_uri: str, flavor: str | None = None,
+               config: dict[str, Any] | None = None, *, background: bool = True) -> dict:
+        validate_deployment_name(name)
+        cfg = self._server_config(config, CREATE)
+        tenant = self._tenant(tenant_name)
+        names = n.Names(tenant.name, name)
+        instance_type = cfg.get("instance_type", DEFAULT_INSTANCE_TYPE)
+        count = cfg.get("instance_count", cfg.get("min_instances", 1))
+        lo = cfg.get("min_instances", min(count, cfg.get("max_instances", count)))
+        hi = cfg.get("max_instances", max(lo, count))
+        self._check_instances(tenant, instance_type, count, lo, hi)
+        thresholds = alarms.resolve_thresholds(self.settings, tenant.name, cfg)
+        model = self.resolver.resolve(model_uri, tenant.name, flavor)
+        for check in self.checks:
+            check(tenant, model)
+        if self._owned_endpoint(names) is not None:
+            raise MlflowException(f"deployment '{name}' already exists in tenant "
+                                  f"'{tenant.name}'", RESOURCE_ALREADY_EXISTS)
+        plan = Plan(
+            tenant=tenant.name, names=names, deploy_id=n.new_deploy_id(), model=model,
+            instance_type=instance_type, instance_count=count, min_instances=lo,
+            max_instances=hi,
+            target=cfg.get("target_invocations_per_instance",
+                           self.settings.deploy_target_invocations_per_instance),
+            scale_in_cooldown=cfg.get("scale_in_cooldown_seconds", 300),
+            scale_out_cooldown=cfg.get("scale_out_cooldown_seconds", 60),
+            thresholds=thresholds, env=cfg.get("env", {}), tags=cfg.get("tags", {}),
+            topic_arn=tenant.alarm_topic_arn, reserved_instances=hi,
+        )
+        record = self._record(plan, "create", "Creating")
+        plan.etag = self.storage.claim(tenant.name, name, record, "create", self._stale_after())
+        undo = Undo()
+        undo.push("drop record", lambda: self.storage.delete_record(tenant.name, name))
+        ledger = self.registry.ledger
+        try:
+            if self._owned_endpoint(names) is not None:  # finished just before our claim
+                raise MlflowException(f"deployment '{name}' already exists in tenant "
+                                      f"'{tenant.name}'", RESOURCE_ALREADY_EXISTS)
+            ledger.reserve(tenant.name, "endpoints", 1)
+            undo.push("release endpoint", lambda: ledger.release(tenant.name, "endpoints", 1))
+            ledger.reserve(tenant.name, "instances", hi)
+        except BaseException:
+            undo.run()
+            raise
+        self._start(tenant.name, name, self.ops.run_create, plan, background)
+        return self._from_record(record) if background else self.get(tenant.name, name)
+
+    def _record(self, plan: Plan, operation: str, status: str) -> dict:
+        return {
+            "name": plan.names.deployment, "tenant": plan.tenant, "operation": operation,
+            "status": status, "deploy_id": plan.deploy_id,
+            "endpoint_name": plan.names.endpoint,
+            "model_uri": plan.model.model_uri if plan.model else None,
+            "run_id": plan.model.run_id if plan.model else None,
+            "flavor": plan.model.flavor if plan.model else None,
+            "instance_type": plan.instance_type, "instance_count": plan.instance_count,
+            "min_instances": plan.min_instances, "max_instances": plan.max_instances,
+            "reserved": {"endpoints": 1 if operation == "create" else 0,
+                         "instances": plan.reserved_instances},
+            "started_at": time.time(),
+        }
+
+    @staticmethod
+    def _from_record(record: dict) -> dict:
+        keys = ("name", "endpoint_name", "status", "operation", "model_uri", "run_id",
+                "flavor", "instance_type", "instance_count", "min_instances", "max_instances",
+                "failure_reason", "rollback_incomplete")
+        return {k: record.get(k) for k in keys if record.get(k) is not None}
+
+    # -- update ----------------------------------------------------------------------------
+    def update(self, tenant_name: str, name: str, model_uri: str | None = None,
+               flavor: str | None = None, config: dict[str, Any] | None = None, *,
+               background: bool = True) -> dict:
+        validate_deployment_name(name)
+        cfg = self._server_config(config, UPDATE)
+        tenant = self._tenant(tenant_name)
+        names = n.Names(tenant.name, name)
+        found = self._owned_endpoint(names)
+        if found is None:
+            raise _not_found(tenant.name, name)
+        desc, tags = found
+        if desc["EndpointStatus"] != "InService":
+            raise MlflowException(f"deployment '{name}' is {desc['EndpointStatus']}; it can be "
+                                  "updated when InService", INVALID_STATE)
+        current = self._current(names, desc, tags)
+        instance_type = cfg.get("instance_type", current["instance_type"])
+        old_scaling = current["scaling"] or {}
+        count = cfg.get("instance_count", current["instance_count"])
+        lo = cfg.get("min_instances", old_scaling.get("min_instances", count))
+        hi = cfg.get("max_instances", max(old_scaling.get("max_instances", count), lo))
+        count = min(max(count, lo), hi) if "instance_count" not in cfg else count
+        self._check_instances(tenant, instance_type, count, lo, hi)
+        thresholds = alarms.resolve_thresholds(self.settings, tenant.name, cfg,
+                                               previous=current["thresholds"])
+        model = self.resolver.resolve(model_uri, tenant.name, flavor) if model_uri else None
+        if model is not None:
+            for check in self.checks:
+                check(tenant, model)
+        strategy = cfg.get("strategy", "replace")
+        plan = Plan(
+            tenant=tenant.name, names=names, deploy_id=n.new_deploy_id(), model=model,
+            instance_type=instance_type, instance_count=count, min_instances=lo,
+            max_instances=hi,
+            target=cfg.get("target_invocations_per_instance",
+                           old_scaling.get("target_invocations_per_instance")
+                           or self.settings.deploy_target_invocations_per_instance),
+            scale_in_cooldown=cfg.get("scale_in_cooldown_seconds",
+                                      old_scaling.get("scale_in_cooldown_seconds", 300)),
+            scale_out_cooldown=cfg.get("scale_out_cooldown_seconds",
+                                       old_scaling.get("scale_out_cooldown_seconds", 60)),
+            thresholds=thresholds, env=cfg.get("env", current["env"]),
+            tags=cfg.get("tags", current["user_tags"]), topic_arn=tenant.alarm_topic_arn,
+            reserved_instances=max(0, hi - current["reserved_instances"]),
+            strategy=strategy, current=current,
+            exclude_retained=["DesiredInstanceCount"] if "instance_count" in cfg else [],
+        )
+        if strategy == "blue-green":
+            plan.deployment_config = self._blue_green(names, cfg)
+        record = self._record(plan, "update", "Updating")
+        plan.etag = self.storage.claim(tenant.name, name, record, "update", self._stale_after())
+        try:
+            self.registry.ledger.reserve(tenant.name, "instances", plan.reserved_instances)
+        except BaseException:
+            self.storage.delete_record(tenant.name, name)
+            raise
+        self._start(tenant.name, name, self.ops.run_update, plan, background)
+        return self._from_record(record) if background else self.get(tenant.name, name)
+
+    @staticmethod
+    def _blue_green(names: n.Names, cfg: dict[str, Any]) -> dict:
+        routing = cfg.get("traffic_routing", "all-at-once")
+        wait = cfg.get("wait_seconds", 300)
+        traffic: dict[str, Any] = {"Type": routing.upper().replace("-", "_"),
+                                   "WaitIntervalInSeconds": wait}
+        step = {"Type": "CAPACITY_PERCENT", "Value": cfg.get("canary_percent", 10)}
+        if routing == "canary":
+            traffic["CanarySize"] = step
+        elif routing == "linear":
+            traffic["LinearStepSize"] = step
+        return {
+            "BlueGreenUpdatePolicy": {
+                "TrafficRoutingConfiguration": traffic,
+                "TerminationWaitInSeconds": cfg.get("termination_wait_seconds", 0),
+                "MaximumExecutionTimeoutInSeconds": max(600, 4 * wait + 600),
+            },
+            "AutoRollbackConfiguration": {
+                "Alarms": [{"AlarmName": a} for a in alarms.alarm_names(names)]
+            },
+        }
+
+    def _current(self, names: n.Names, desc: dict, tags: dict[str, str]) -> dict[str, Any]:
+        """What the endpoint runs now, read back from SageMaker, CloudWatch and AAS."""
+        sm = self.aws.sagemaker
+        config = sm.describe_endpoint_config(EndpointConfigName=desc["EndpointConfigName"])
+        variant = config["ProductionVariants"][0]
+        model = sm.describe_model(ModelName=variant["ModelName"])
+        env = dict(model.get("PrimaryContainer", {}).get("Environment", {}))
+        for key in ("MLFLOW_DEPLOYMENT_FLAVOR_NAME", "SERVING_ENVIRONMENT"):
+            env.pop(key, None)
+        thresholds: dict[str, Any] = {}
+        found = {a["AlarmName"]: a for a in self.aws.cloudwatch.describe_alarms(
+            AlarmNames=alarms.alarm_names(names)).get("MetricAlarms", [])}
+        for kind in alarms.KINDS:
+            alarm = found.get(names.alarm(kind.suffix))
+            if alarm:
+                thresholds[kind.key] = alarm["Threshold"] / kind.scale
+                thresholds["alarm_period_seconds"] = alarm["Period"]
+                thresholds["alarm_evaluation_periods"] = alarm["EvaluationPeriods"]
+        live = next((v for v in desc.get("ProductionVariants", [])
+                     if v["VariantName"] == n.VARIANT), {})
+        return {
+            "config_name": desc["EndpointConfigName"], "model_name": variant["ModelName"],
+            "instance_type": variant["InstanceType"],
+            "instance_count": live.get("CurrentInstanceCount",
+                                       variant.get("InitialInstanceCount", 1)),
+            "env": env, "thresholds": thresholds,
+            "scaling": scaling.describe(self.aws.autoscaling, names),
+            "package": tags.get(n.TAG_PACKAGE, ""),
+            "package_bytes": int(tags.get(n.TAG_PACKAGE_BYTES, "0") or 0),
+            "reserved_instances": int(tags.get(n.TAG_RESERVED_INSTANCES, "0") or 0),
+            "model_uri": tags.get(n.TAG_MODEL_URI), "run_id": tags.get(n.TAG_RUN_ID),
+            "flavor": tags.get(n.TAG_FLAVOR, "python_function"),
+            "user_tags": {k: v for k, v in tags.items() if not k.startswith(("mlt:", "aws:"))},
+        }
+
+    # -- delete ----------------------------------------------------------------------------
+    def delete(self, tenant_name: str, name: str) -> dict:
+        """Remove alarms, scaling, endpoint, configs, models and packages; release quota.
+        Also cleans up after a create whose worker died. 404 when nothing is there."""
+        validate_deployment_name(name)
+        tenant = self.registry.get_tenant(tenant_name)
+        names = n.Names(tenant.name, name)
+        previous = self.storage.get_record(tenant.name, name)
+        found = self._owned_endpoint(names)
+        packages = self.storage.packages(tenant.name, name)
+        if found is None and previous is None and not packages:
+            raise _not_found(tenant.name, name)
+        self.storage.claim(tenant.name, name, {"name": name, "tenant": tenant.name,
+                                               "operation": "delete", "status": "Deleting"},
+                           "delete", self._stale_after())
+        sm, ledger, cw = self.aws.sagemaker, self.registry.ledger, self.aws.cloudwatch
+        reserved = (previous[0].get("reserved") or {}) if previous else {}
+        if found is not None:
+            reserved = {"endpoints": 1,
+                        "instances": int(found[1].get(n.TAG_RESERVED_INSTANCES, "0") or 0)}
+
+        def remove_package(loc: PackageLocation, size: int) -> None:
+            self.storage.delete_object(loc)
+            ledger.release(tenant.name, "storage_bytes", size)
+
+        def remove_endpoint() -> None:
+            if found is not None:
+                try:
+                    self.ops.delete_endpoint(names.endpoint)
+                except Exception as exc:
+                    if not is_not_found(exc):
+                        raise
+            for resource in ("endpoints", "instances"):
+                ledger.release(tenant.name, resource, int(reserved.get(resource) or 0))
+
+        steps = Undo()  # a best-effort list of removals, run newest first
+        for loc, size in packages:
+            steps.push(f"delete package {loc.uri}",
+                       lambda loc=loc, size=size: remove_package(loc, size))
+        for kind, field, paginator, key, deleter in (
+            ("model", "ModelName", "list_models", "Models",
+             lambda x: sm.delete_model(ModelName=x)),
+            ("config", "EndpointConfigName", "list_endpoint_configs", "EndpointConfigs",
+             lambda x: sm.delete_endpoint_config(EndpointConfigName=x)),
+        ):
+            for page in sm.get_paginator(paginator).paginate(NameContains=names.name_filter):
+                for item in page.get(key, []):
+                    if item[field].startswith(names.endpoint + "-"):
+                        steps.push(f"delete {kind} {item[field]}",
+                                   lambda x=item[field], d=deleter: d(x))
+        steps.push("delete endpoint and release its quota", remove_endpoint)
+        steps.push("delete alarms",
+                   lambda: alarms.delete_alarms(cw, alarms.find_alarms(cw, names)))
+        steps.push("deregister scaling", lambda: scaling.deregister(self.aws.autoscaling, names))
+        leftovers = steps.run()
+        if leftovers:
+            record = {"name": name, "tenant": tenant.name, "operation": "delete",
+                      "status": "Failed", "failure_reason": "delete incomplete",
+                      "rollback_incomplete": leftovers, "reserved": {}}
+            self.storage.put_record(tenant.name, name, record)
+            raise MlflowException(f"delete of '{name}' incomplete: {'; '.join(leftovers)}")
+        self.storage.delete_record(tenant.name, name)
+        return {"name": name, "status": "Deleted"}
+
+    # -- read ------------------------------------------------------------------------------
+    def get(self, tenant_name: str, name: str) -> dict:
+        validate_deployment_name(name)
+        names = n.Names(tenant_name, name)
+        record = self.storage.get_record(tenant_name, name)
+        found = self._owned_endpoint(names)
+        if found is None:
+            if record is None:
+                raise _not_found(tenant_name, name)
+            return self._from_record(record[0])
+        desc, tags = found
+        cfg = self.aws.sagemaker.describe_endpoint_config(
+            EndpointConfigName=desc["EndpointConfigName"])["ProductionVariants"][0]
+        live = next((v for v in desc.get("ProductionVariants", [])
+                     if v["VariantName"] == n.VARIANT), {})
+        out = {
+            "name": name, "endpoint_name": names.endpoint, "status": desc["EndpointStatus"],
+            "model_uri": tags.get(n.TAG_MODEL_URI), "run_id": tags.get(n.TAG_RUN_ID) or None,
+            "flavor": tags.get(n.TAG_FLAVOR), "deploy_id": tags.get(n.TAG_DEPLOY_ID),
+            "instance_type": cfg.get("InstanceType"),
+            "instance_count": live.get("CurrentInstanceCount"),
+            "desired_instance_count": live.get("DesiredInstanceCount"),
+            "package": tags.get(n.TAG_PACKAGE),
+            "created": desc["CreationTime"].isoformat() if desc.get("CreationTime") else None,
+            "last_modified": desc["LastModifiedTime"].isoformat()
+            if desc.get("LastModifiedTime") else None,
+            "alarms": alarms.describe(self.aws.cloudwatch, names),
+            "scaling": scaling.describe(self.aws.autoscaling, names),
+            "tags": tags,
+        }
+        if desc.get("FailureReason"):
+            out["failure_reason"] = desc["FailureReason"]
+        if record is not None:
+            rec = record[0]
+            if rec.get("status") in IN_FLIGHT:
+                out["status"] = rec["status"]  # e.g. Creating until alarms and scaling exist
+                out["operation"] = rec.get("operation")
+            elif rec.get("status") == "Failed":
+                out["last_failure"] = {k: rec.get(k) for k in
+                                       ("operation", "failure_reason", "rollback_incomplete")
+                                       if rec.get(k)}
+        return out
+
+    def list(self, tenant_name: str) -> list[dict]:
+        """Only this tenant's endpoints, across every page, plus in-flight or failed ones."""
+        out: dict[str, dict] = {}
+        token = n.tenant_token(tenant_name)
+        paginator = self.aws.sagemaker.get_paginator("list_endpoints")
+        for page in paginator.paginate(NameContains=token,
+                                       PaginationConfig={"PageSize": self.page_size}):
+            for ep in page.get("Endpoints", []):
+                tags = self._tags(ep["EndpointArn"])
+                if tags.get(n.TAG_TENANT) != tenant_name or n.TAG_DEPLOYMENT not in tags:
+                    continue
+                out[tags[n.TAG_DEPLOYMENT]] = {
+                    "name": tags[n.TAG_DEPLOYMENT], "endpoint_name": ep["EndpointName"],
+                    "status": ep["EndpointStatus"], "model_uri": tags.get(n.TAG_MODEL_URI),
+                }
+        for record in self.storage.records(tenant_name):
+            name = record.get("name")
+            if not name:
+                continue
+            if name in out:
+                if record.get("status") in IN_FLIGHT:
+                    out[name]["status"] = record["status"]
+            else:
+                out[name] = self._from_record(record)
+        return [out[k] for k in sorted(out)]
+
+    def predict(self, tenant_name: str, name: str, body: bytes,
+                content_type: str = "application/json") -> tuple[bytes, str]:
+        validate_deployment_name(name)
+        names = n.Names(tenant_name, name)
+        found = self._owned_endpoint(names)
+        if found is None:
+            raise _not_found(tenant_name, name)
+        if found[0]["EndpointStatus"] not in ("InService", "Updating"):
+            raise MlflowException(f"deployment '{name}' is {found[0]['EndpointStatus']}; it "
+                                  "serves when InService", INVALID_STATE)
+        try:
+            response = self.aws.runtime.invoke_endpoint(
+                EndpointName=names.endpoint, Body=body, ContentType=content_type,
+                Accept="application/json",
+            )
+        except Exception as exc:
+            code = error_code(exc)
+            raise MlflowException(
+                f"prediction failed: {describe(exc)}",
+                "INVALID_PARAMETER_VALUE" if code in ("ValidationError", "ModelError")
+                else "INTERNAL_ERROR",
+            ) from None
+        return response["Body"].read(), response.get("ContentType") or "application/json"
