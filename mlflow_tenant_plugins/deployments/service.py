@@ -20,14 +20,13 @@ from mlflow.protos.databricks_pb2 import (
     INVALID_STATE,
     PERMISSION_DENIED,
     RESOURCE_ALREADY_EXISTS,
-    RESOURCE_DOES_NOT_EXIST,
     RESOURCE_EXHAUSTED,
 )
 
 from mlflow_tenant_plugins.config import Settings
 from mlflow_tenant_plugins.deployments import alarms, scaling
 from mlflow_tenant_plugins.deployments import names as n
-from mlflow_tenant_plugins.deployments.aws import AwsClients, describe, error_code, is_not_found
+from mlflow_tenant_plugins.deployments.aws import AwsClients, is_not_found
 from mlflow_tenant_plugins.deployments.model_source import ModelResolver
 from mlflow_tenant_plugins.deployments.operations import Operations, Plan, Undo
 from mlflow_tenant_plugins.deployments.options import (
@@ -37,8 +36,8 @@ from mlflow_tenant_plugins.deployments.options import (
     parse_config,
     validate_deployment_name,
 )
+from mlflow_tenant_plugins.deployments.queries import DeploymentQueries, not_found
 from mlflow_tenant_plugins.deployments.storage import (
-    IN_FLIGHT,
     DeploymentStorage,
     PackageLocation,
 )
@@ -49,12 +48,7 @@ _logger = logging.getLogger(__name__)
 DEFAULT_INSTANCE_TYPE = "ml.m5.large"
 
 
-def _not_found(tenant: str, name: str) -> MlflowException:
-    return MlflowException(f"deployment '{name}' does not exist in tenant '{tenant}'",
-                           RESOURCE_DOES_NOT_EXIST)
-
-
-class DeploymentService:
+class DeploymentService(DeploymentQueries):
     def __init__(self, registry: TenantRegistry, settings: Settings, *,
                  aws: AwsClients | None = None, resolver: ModelResolver | None = None,
                  page_size: int = 100):
@@ -87,25 +81,6 @@ class DeploymentService:
         if not tenant.active:
             raise MlflowException(f"tenant '{name}' is suspended", PERMISSION_DENIED)
         return tenant
-
-    def _owned_endpoint(self, names: n.Names) -> tuple[dict, dict[str, str]] | None:
-        """(DescribeEndpoint, tags) if the endpoint exists and carries this tenant's tag."""
-        try:
-            desc = self.aws.sagemaker.describe_endpoint(EndpointName=names.endpoint)
-        except Exception as exc:
-            if is_not_found(exc):
-                return None
-            raise
-        tags = self._tags(desc["EndpointArn"])
-        if tags.get(n.TAG_TENANT) != names.tenant:
-            return None
-        return desc, tags
-
-    def _tags(self, arn: str) -> dict[str, str]:
-        tags: dict[str, str] = {}
-        for page in self.aws.sagemaker.get_paginator("list_tags").paginate(ResourceArn=arn):
-            tags.update({t["Key"]: t["Value"] for t in page.get("Tags", [])})
-        return tags
 
     def _start(self, tenant: str, name: str, fn: Any, plan: Plan, background: bool) -> None:
         if not background:
@@ -226,13 +201,6 @@ class DeploymentService:
             "started_at": time.time(),
         }
 
-    @staticmethod
-    def _from_record(record: dict) -> dict:
-        keys = ("name", "endpoint_name", "status", "operation", "model_uri", "run_id",
-                "flavor", "instance_type", "instance_count", "min_instances", "max_instances",
-                "failure_reason", "rollback_incomplete")
-        return {k: record.get(k) for k in keys if record.get(k) is not None}
-
     # -- update ----------------------------------------------------------------------------
     def update(self, tenant_name: str, name: str, model_uri: str | None = None,
                flavor: str | None = None, config: dict[str, Any] | None = None, *,
@@ -243,7 +211,7 @@ class DeploymentService:
         names = n.Names(tenant.name, name)
         found = self._owned_endpoint(names)
         if found is None:
-            raise _not_found(tenant.name, name)
+            raise not_found(tenant.name, name)
         desc, tags = found
         if desc["EndpointStatus"] != "InService":
             raise MlflowException(f"deployment '{name}' is {desc['EndpointStatus']}; it can be "
@@ -360,7 +328,7 @@ class DeploymentService:
         found = self._owned_endpoint(names)
         packages = self.storage.packages(tenant.name, name)
         if found is None and previous is None and not packages:
-            raise _not_found(tenant.name, name)
+            raise not_found(tenant.name, name)
         self.storage.claim(tenant.name, name, {"name": name, "tenant": tenant.name,
                                                "operation": "delete", "status": "Deleting"},
                            "delete", self._stale_after())
@@ -412,96 +380,3 @@ class DeploymentService:
             raise MlflowException(f"delete of '{name}' incomplete: {'; '.join(leftovers)}")
         self.storage.delete_record(tenant.name, name)
         return {"name": name, "status": "Deleted"}
-
-    # -- read ------------------------------------------------------------------------------
-    def get(self, tenant_name: str, name: str) -> dict:
-        validate_deployment_name(name)
-        names = n.Names(tenant_name, name)
-        record = self.storage.get_record(tenant_name, name)
-        found = self._owned_endpoint(names)
-        if found is None:
-            if record is None:
-                raise _not_found(tenant_name, name)
-            return self._from_record(record[0])
-        desc, tags = found
-        cfg = self.aws.sagemaker.describe_endpoint_config(
-            EndpointConfigName=desc["EndpointConfigName"])["ProductionVariants"][0]
-        live = next((v for v in desc.get("ProductionVariants", [])
-                     if v["VariantName"] == n.VARIANT), {})
-        out = {
-            "name": name, "endpoint_name": names.endpoint, "status": desc["EndpointStatus"],
-            "model_uri": tags.get(n.TAG_MODEL_URI), "run_id": tags.get(n.TAG_RUN_ID) or None,
-            "flavor": tags.get(n.TAG_FLAVOR), "deploy_id": tags.get(n.TAG_DEPLOY_ID),
-            "instance_type": cfg.get("InstanceType"),
-            "instance_count": live.get("CurrentInstanceCount"),
-            "desired_instance_count": live.get("DesiredInstanceCount"),
-            "package": tags.get(n.TAG_PACKAGE),
-            "created": desc["CreationTime"].isoformat() if desc.get("CreationTime") else None,
-            "last_modified": desc["LastModifiedTime"].isoformat()
-            if desc.get("LastModifiedTime") else None,
-            "alarms": alarms.describe(self.aws.cloudwatch, names),
-            "scaling": scaling.describe(self.aws.autoscaling, names),
-            "tags": tags,
-        }
-        if desc.get("FailureReason"):
-            out["failure_reason"] = desc["FailureReason"]
-        if record is not None:
-            rec = record[0]
-            if rec.get("status") in IN_FLIGHT:
-                out["status"] = rec["status"]  # e.g. Creating until alarms and scaling exist
-                out["operation"] = rec.get("operation")
-            elif rec.get("status") == "Failed":
-                out["last_failure"] = {k: rec.get(k) for k in
-                                       ("operation", "failure_reason", "rollback_incomplete")
-                                       if rec.get(k)}
-        return out
-
-    def list(self, tenant_name: str) -> list[dict]:
-        """Only this tenant's endpoints, across every page, plus in-flight or failed ones."""
-        out: dict[str, dict] = {}
-        token = n.tenant_token(tenant_name)
-        paginator = self.aws.sagemaker.get_paginator("list_endpoints")
-        for page in paginator.paginate(NameContains=token,
-                                       PaginationConfig={"PageSize": self.page_size}):
-            for ep in page.get("Endpoints", []):
-                tags = self._tags(ep["EndpointArn"])
-                if tags.get(n.TAG_TENANT) != tenant_name or n.TAG_DEPLOYMENT not in tags:
-                    continue
-                out[tags[n.TAG_DEPLOYMENT]] = {
-                    "name": tags[n.TAG_DEPLOYMENT], "endpoint_name": ep["EndpointName"],
-                    "status": ep["EndpointStatus"], "model_uri": tags.get(n.TAG_MODEL_URI),
-                }
-        for record in self.storage.records(tenant_name):
-            name = record.get("name")
-            if not name:
-                continue
-            if name in out:
-                if record.get("status") in IN_FLIGHT:
-                    out[name]["status"] = record["status"]
-            else:
-                out[name] = self._from_record(record)
-        return [out[k] for k in sorted(out)]
-
-    def predict(self, tenant_name: str, name: str, body: bytes,
-                content_type: str = "application/json") -> tuple[bytes, str]:
-        validate_deployment_name(name)
-        names = n.Names(tenant_name, name)
-        found = self._owned_endpoint(names)
-        if found is None:
-            raise _not_found(tenant_name, name)
-        if found[0]["EndpointStatus"] not in ("InService", "Updating"):
-            raise MlflowException(f"deployment '{name}' is {found[0]['EndpointStatus']}; it "
-                                  "serves when InService", INVALID_STATE)
-        try:
-            response = self.aws.runtime.invoke_endpoint(
-                EndpointName=names.endpoint, Body=body, ContentType=content_type,
-                Accept="application/json",
-            )
-        except Exception as exc:
-            code = error_code(exc)
-            raise MlflowException(
-                f"prediction failed: {describe(exc)}",
-                "INVALID_PARAMETER_VALUE" if code in ("ValidationError", "ModelError")
-                else "INTERNAL_ERROR",
-            ) from None
-        return response["Body"].read(), response.get("ContentType") or "application/json"
