@@ -28,6 +28,8 @@ from mlflow_tenant_plugins.config import Settings
 from mlflow_tenant_plugins.tenancy import Quotas, TenantRegistry
 from tests.fixtures.aws import REGION, MotoServer
 
+__all__ = ["_artifact_bucket", "artifact_env", "artifact_registry"]  # the fixtures
+
 BUCKET = "mlt-artifacts"
 ROOT = "platform/prod"
 
