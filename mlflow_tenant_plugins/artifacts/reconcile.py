@@ -98,15 +98,19 @@ def reconcile(
     dry_run: bool = False,
     client: Any = None,
     page_size: int = 1000,
+    tenants: list[str] | None = None,
 ) -> ReconcileReport:
     """Compare each tenant's prefix under ``destination`` (``tenant-s3://BUCKET/PREFIX`` or
-    ``BUCKET/PREFIX``) with the ledger and, unless ``dry_run``, correct the ledger."""
+    ``BUCKET/PREFIX``) with the ledger and, unless ``dry_run``, correct the ledger.
+    ``tenants`` limits the run to those tenants (default: every tenant of the registry)."""
     bucket, root = _destination(destination)
     client = client or runtime_for(settings).credentials.ambient_client()
     ledger = registry.ledger
     report = ReconcileReport(bucket, root, dry_run)
-    tenants = [t.name for t in registry.list_tenants()]
-    for tenant in tenants:
+    known = {t.name for t in registry.list_tenants()}
+    for tenant in sorted(known) if tenants is None else tenants:
+        if tenant not in known:
+            raise ValueError(f"tenant {tenant!r} does not exist")
         fence = TenantScope(bucket, root, tenant, root).fence
         status = "busy"
         for _ in range(_ATTEMPTS):
@@ -124,7 +128,6 @@ def reconcile(
             break
         report.tenants.append(TenantStorage(tenant, fence + "/", before, s3_bytes, objects, status))
     base = "/".join(p for p in (root, WORKSPACES_DIR) if p) + "/"
-    known = set(tenants)
     for page in client.get_paginator("list_objects_v2").paginate(
         Bucket=bucket, Prefix=base, Delimiter="/", PaginationConfig={"PageSize": page_size}
     ):
