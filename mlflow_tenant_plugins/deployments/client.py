@@ -1,0 +1,236 @@
+"""The ``tenant-sagemaker`` deployment client: what ``mlflow deployments`` runs on a tenant's
+machine.
+
+``-t tenant-sagemaker``: through the platform. Requests go to the tracking server
+(``MLFLOW_TRACKING_URI``) with MLflow's own REST helpers, so the tenant's
+``MLFLOW_TRACKING_TOKEN`` or ``MLFLOW_TRACKING_AUTH`` provider authenticates them; the server
+checks role and quotas and deploys with the platform's AWS credentials. Nothing server-side is
+imported.
+
+``-t tenant-sagemaker:/REGION[/TENANT]``: direct mode, for platform admins with their own AWS
+credentials and the platform config (``MLFLOW_TENANT_CONFIG``); the tenant comes from
+``-C tenant=…``, the URI, or ``MLFLOW_WORKSPACE``. The service is imported only then.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import urllib.parse
+from typing import Any
+
+from mlflow.deployments import BaseDeploymentClient, PredictionsResponse
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+from mlflow_tenant_plugins.deployments.options import (
+    CLIENT,
+    CLIENT_ONLY,
+    CREATE,
+    DELETE,
+    UPDATE,
+    parse_config,
+    validate_deployment_name,
+)
+
+PREFIX = "/api/2.0/tenants/deployments"
+DEFAULT_TIMEOUT = 1800
+PAYLOAD_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+
+
+def _echo(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def predict_body(inputs: Any, params: dict[str, Any] | None = None) -> str:
+    """The JSON the MLflow scoring server takes, from the inputs ``mlflow.pyfunc`` takes."""
+    if isinstance(inputs, str | bytes):
+        body = json.loads(inputs)
+    elif isinstance(inputs, dict):
+        body = dict(inputs) if any(k in inputs for k in PAYLOAD_KEYS) else {"inputs": inputs}
+    else:
+        from mlflow.utils.proto_json_utils import dump_input_data
+
+        return dump_input_data(inputs, inputs_key="instances", params=params)
+    if params:
+        body["params"] = params
+    return json.dumps(body)
+
+
+class TenantSageMakerDeploymentClient(BaseDeploymentClient):
+    """Deploys MLflow models to SageMaker endpoints within the tenant's quotas, with
+    CloudWatch alarms, autoscaling and rollback; see ``mlflow deployments help -t
+    tenant-sagemaker``."""
+
+    def __init__(self, target_uri: str):
+        super().__init__(target_uri)
+        parsed = urllib.parse.urlparse(target_uri)
+        parts = [p for p in parsed.path.split("/") if p] if parsed.scheme else []
+        if len(parts) > 2:
+            raise MlflowException.invalid_parameter_value(
+                f"target {target_uri!r}: use tenant-sagemaker or tenant-sagemaker:/REGION[/TENANT]"
+            )
+        self.region = parts[0] if parts else None
+        self.uri_tenant = parts[1] if len(parts) > 1 else None
+        self._service = None
+
+    # -- transport -------------------------------------------------------------------------
+    @property
+    def direct(self) -> bool:
+        return self.region is not None
+
+    def _tenant(self, cfg: dict[str, Any]) -> str | None:
+        import os
+
+        return cfg.get("tenant") or self.uri_tenant or os.environ.get("MLFLOW_WORKSPACE") or None
+
+    def _call(self, method: str, path: str, tenant: str | None = None,
+              body: dict | None = None, params: dict | None = None) -> dict:
+        import mlflow
+        from mlflow.utils.credentials import get_default_host_creds
+        from mlflow.utils.rest_utils import http_request, verify_rest_response
+
+        uri = mlflow.get_tracking_uri()
+        if urllib.parse.urlparse(uri).scheme not in ("http", "https"):
+            raise MlflowException(
+                "tenant-sagemaker deploys through the platform server: set MLFLOW_TRACKING_URI "
+                f"to its http(s) address (it is {uri!r}), or use tenant-sagemaker:/REGION with "
+                "your own AWS credentials", INVALID_PARAMETER_VALUE,
+            )
+        headers = {"X-MLFLOW-WORKSPACE": tenant} if tenant else None
+        # Writes are not retried (a retried create would meet its own claim); reads are,
+        # except on 429, which is a quota answer here, not throttling.
+        response = http_request(
+            get_default_host_creds(uri), PREFIX + path, method, extra_headers=headers,
+            max_retries=0 if method == "POST" else 3, retry_codes=(502, 503, 504),
+            json=body, params=params, timeout=120,
+        )
+        return json.loads(verify_rest_response(response, PREFIX + path).text or "{}")
+
+    def _svc(self):
+        if self._service is None:
+            import mlflow
+
+            from mlflow_tenant_plugins.config import load_settings
+            from mlflow_tenant_plugins.deployments.aws import AwsClients
+            from mlflow_tenant_plugins.deployments.model_source import ModelResolver
+            from mlflow_tenant_plugins.deployments.service import DeploymentService
+            from mlflow_tenant_plugins.tenancy import TenantRegistry
+
+            settings = load_settings()
+            self._service = DeploymentService(
+                TenantRegistry.from_settings(settings), settings,
+                aws=AwsClients(settings, region=self.region),
+                resolver=ModelResolver(tracking_uri=mlflow.get_tracking_uri(),
+                                       allow_any_uri=True),
+            )
+        return self._service
+
+    def _direct_tenant(self, cfg: dict[str, Any]) -> str:
+        tenant = self._tenant(cfg)
+        if not tenant:
+            raise MlflowException.invalid_parameter_value(
+                "direct mode needs the tenant: -C tenant=NAME, tenant-sagemaker:/REGION/TENANT "
+                "or MLFLOW_WORKSPACE"
+            )
+        return tenant
+
+    # -- waiting ---------------------------------------------------------------------------
+    def _wait(self, name: str, tenant: str | None, operation: str, timeout: float) -> dict:
+        """Poll until the operation is done, printing status and elapsed time."""
+        start = time.monotonic()
+        delay, last, printed = 1.0, None, 0.0
+        while True:
+            info = self._get(name, tenant)
+            status = info.get("status")
+            elapsed = time.monotonic() - start
+            if status != last or elapsed - printed >= 15:
+                _echo(f"{operation} '{name}': {status} ({elapsed:.0f}s)")
+                last, printed = status, elapsed
+            failure = info.get("last_failure") if operation == "update" else None
+            if status == "Failed" or failure:
+                reason = (failure or info).get("failure_reason") or "no reason given"
+                raise MlflowException(f"{operation} of deployment '{name}' failed and was "
+                                      f"rolled back: {reason}")
+            if status == "InService":
+                return info
+            if elapsed >= timeout:
+                raise MlflowException(
+                    f"{operation} of deployment '{name}' still {status} after {timeout:g}s; it "
+                    "continues on the server: check with `mlflow deployments get`"
+                )
+            time.sleep(delay)
+            delay = min(delay * 1.5, 10.0)
+
+    # -- the deployment API ----------------------------------------------------------------
+    def _write(self, command: str, name: str, model_uri: str | None, flavor: str | None,
+               config: dict | None) -> dict:
+        validate_deployment_name(name)
+        cfg = parse_config(config, command)
+        sync = cfg.get("synchronous", True)
+        timeout = cfg.get("timeout_seconds", DEFAULT_TIMEOUT)
+        send = {k: v for k, v in (config or {}).items() if k not in CLIENT_ONLY}
+        tenant = self._tenant(cfg)
+        if self.direct:
+            svc, tenant = self._svc(), self._direct_tenant(cfg)
+            fn = svc.create if command == CREATE else svc.update
+            out = fn(tenant, name, model_uri, flavor, send, background=False)
+        else:
+            body = {"name": name, "model_uri": model_uri, "flavor": flavor, "config": send}
+            out = self._call("POST", f"/{command}", tenant,
+                             {k: v for k, v in body.items() if v is not None})["deployment"]
+            if sync:
+                out = self._wait(name, tenant, command, timeout)
+        out.setdefault("flavor", flavor or "python_function")
+        return out
+
+    def create_deployment(self, name, model_uri, flavor=None, config=None, endpoint=None):
+        return self._write(CREATE, name, model_uri, flavor, config)
+
+    def update_deployment(self, name, model_uri=None, flavor=None, config=None, endpoint=None):
+        return self._write(UPDATE, name, model_uri, flavor, config)
+
+    def delete_deployment(self, name, config=None, endpoint=None):
+        validate_deployment_name(name)
+        cfg = parse_config(config, DELETE)
+        if self.direct:
+            self._svc().delete(self._direct_tenant(cfg), name)
+        else:
+            self._call("POST", "/delete", self._tenant(cfg), {"name": name})
+
+    def _get(self, name: str, tenant: str | None) -> dict:
+        if self.direct:
+            return self._svc().get(self._direct_tenant({"tenant": tenant} if tenant else {}),
+                                   name)
+        return self._call("GET", "/get", tenant, params={"name": name})["deployment"]
+
+    def get_deployment(self, name, endpoint=None):
+        validate_deployment_name(name)
+        return self._get(name, self._tenant(parse_config({}, CLIENT)))
+
+    def list_deployments(self, endpoint=None):
+        tenant = self._tenant({})
+        if self.direct:
+            return self._svc().list(self._direct_tenant({}))
+        return self._call("GET", "/list", tenant)["deployments"]
+
+    def predict(self, deployment_name=None, inputs=None, endpoint=None,
+                params: dict[str, Any] | None = None):
+        name = validate_deployment_name(deployment_name or endpoint or "")
+        body = predict_body(inputs, params)
+        if self.direct:
+            raw, _ctype = self._svc().predict(self._direct_tenant({}), name, body.encode())
+            text = raw.decode("utf-8")
+        else:
+            text = self._call("POST", "/predict", self._tenant({}),
+                              {"name": name, "body": body})["body"]
+        return PredictionsResponse.from_json(text)
+
+    def explain(self, deployment_name=None, df=None, endpoint=None):
+        raise MlflowException(
+            "explain is not supported by the tenant-sagemaker target: SageMaker's MLflow "
+            "serving image has no explanation endpoint. Use predict, or log explanations "
+            "(e.g. mlflow.shap) during training.",
+            INVALID_PARAMETER_VALUE,
+        )

@@ -1,0 +1,178 @@
+"""REST routes of the ``tenant-sagemaker`` target on the platform server.
+
+Paths are exact (parameters in the query or JSON body, as MLflow's own REST API and MLflow's
+validator table want). Writes need the ``deployer`` role in the request's tenant, reads
+``viewer``; the tenant is the request's (``current_tenant()``), never one named in the body.
+Errors are MLflow-format JSON: 400 INVALID_PARAMETER_VALUE, 403, 404, 409, 429
+RESOURCE_EXHAUSTED.
+
+    POST /api/2.0/tenants/deployments/create   {name, model_uri, flavor?, config?}   deployer
+    POST /api/2.0/tenants/deployments/update   {name, model_uri?, flavor?, config?}  deployer
+    POST /api/2.0/tenants/deployments/delete   {name}                                deployer
+    GET  /api/2.0/tenants/deployments/get      ?name=                                viewer
+    GET  /api/2.0/tenants/deployments/list                                           viewer
+    POST /api/2.0/tenants/deployments/predict  {name, body, content_type?}           viewer
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import urllib.parse
+from typing import Any
+
+from flask import Blueprint, Flask, jsonify, request
+from mlflow.exceptions import MlflowException
+from mlflow.server.handlers import catch_mlflow_exception
+
+from mlflow_tenant_plugins.auth.identity import current_tenant, require_role
+from mlflow_tenant_plugins.deployments.model_source import ModelResolver, _workspace
+from mlflow_tenant_plugins.deployments.service import DeploymentService
+from mlflow_tenant_plugins.tenancy import Role
+
+PREFIX = "/api/2.0/tenants/deployments"
+ROUTES: dict[str, tuple[str, Role]] = {
+    "/create": ("POST", Role.DEPLOYER),
+    "/update": ("POST", Role.DEPLOYER),
+    "/delete": ("POST", Role.DEPLOYER),
+    "/get": ("GET", Role.VIEWER),
+    "/list": ("GET", Role.VIEWER),
+    "/predict": ("POST", Role.VIEWER),
+}
+blueprint = Blueprint("tenant_deployments", __name__, url_prefix=PREFIX)
+_service: DeploymentService | None = None
+_lock = threading.Lock()
+
+
+def server_fetch(uri: str, dst: str, tenant: str) -> str:
+    """Download model files inside the server: ``mlflow-artifacts:`` locations (where the
+    proxied artifact store keeps a tenant's models) come from the server's own artifact
+    repository, scoped to the tenant's workspace exactly as MLflow's artifact routes do."""
+    from mlflow.server import handlers
+
+    with _workspace(tenant):
+        if urllib.parse.urlparse(uri).scheme == "mlflow-artifacts":
+            path = handlers._get_proxied_run_artifact_destination_path(uri)
+            path = handlers._get_workspace_scoped_repo_path_if_enabled(path)
+            repo = handlers._get_artifact_repo_mlflow_artifacts()
+            return repo.download_artifacts(path, dst)
+        import mlflow.artifacts
+
+        return mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dst,
+                                                   tracking_uri=_store_uri())
+
+
+def _store_uri() -> str | None:
+    return os.environ.get("_MLFLOW_SERVER_FILE_STORE")
+
+
+def get_service() -> DeploymentService:
+    """One service per worker, built on first use from the platform settings."""
+    global _service
+    with _lock:
+        if _service is None:
+            from mlflow_tenant_plugins.config import load_settings
+            from mlflow_tenant_plugins.tenancy import TenantRegistry
+
+            settings = load_settings()
+            registry = TenantRegistry.from_settings(settings)
+            resolver = ModelResolver(
+                tracking_uri=_store_uri(),
+                registry_uri=os.environ.get("_MLFLOW_SERVER_REGISTRY_STORE") or _store_uri(),
+                fetch=server_fetch,
+            )
+            _service = DeploymentService(registry, settings, resolver=resolver)
+        return _service
+
+
+def register(app: Flask, service: DeploymentService | None = None) -> None:
+    """Mount the routes on ``app`` (tests, or an app without tenant-auth's assembly)."""
+    global _service
+    if service is not None:
+        _service = service
+    app.register_blueprint(blueprint)
+
+
+def _body() -> dict[str, Any]:
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise MlflowException.invalid_parameter_value("expected a JSON object in the body")
+    return data
+
+
+def _str(data: dict[str, Any], key: str, required: bool = True) -> str | None:
+    value = data.get(key)
+    if value is None or value == "":
+        if required:
+            raise MlflowException.invalid_parameter_value(f"missing parameter '{key}'")
+        return None
+    if not isinstance(value, str):
+        raise MlflowException.invalid_parameter_value(f"'{key}' must be a string")
+    return value
+
+
+def _config(data: dict[str, Any]) -> dict[str, Any]:
+    config = data.get("config") or {}
+    if not isinstance(config, dict):
+        raise MlflowException.invalid_parameter_value("'config' must be an object")
+    return config
+
+
+def _authorize(path: str) -> str:
+    tenant = current_tenant()
+    require_role(ROUTES[path][1], tenant)
+    return tenant
+
+
+@blueprint.route("/create", methods=["POST"])
+@catch_mlflow_exception
+def create():
+    tenant = _authorize("/create")
+    data = _body()
+    out = get_service().create(tenant, _str(data, "name"), _str(data, "model_uri"),
+                               _str(data, "flavor", False), _config(data))
+    return jsonify({"deployment": out})
+
+
+@blueprint.route("/update", methods=["POST"])
+@catch_mlflow_exception
+def update():
+    tenant = _authorize("/update")
+    data = _body()
+    out = get_service().update(tenant, _str(data, "name"), _str(data, "model_uri", False),
+                               _str(data, "flavor", False), _config(data))
+    return jsonify({"deployment": out})
+
+
+@blueprint.route("/delete", methods=["POST"])
+@catch_mlflow_exception
+def delete():
+    tenant = _authorize("/delete")
+    return jsonify({"deployment": get_service().delete(tenant, _str(_body(), "name"))})
+
+
+@blueprint.route("/get", methods=["GET"])
+@catch_mlflow_exception
+def get():
+    tenant = _authorize("/get")
+    return jsonify({"deployment": get_service().get(tenant, _str(request.args, "name"))})
+
+
+@blueprint.route("/list", methods=["GET"])
+@catch_mlflow_exception
+def list_deployments():
+    tenant = _authorize("/list")
+    return jsonify({"deployments": get_service().list(tenant)})
+
+
+@blueprint.route("/predict", methods=["POST"])
+@catch_mlflow_exception
+def predict():
+    tenant = _authorize("/predict")
+    data = _body()
+    body = _str(data, "body")
+    content_type = _str(data, "content_type", False) or "application/json"
+    result, result_type = get_service().predict(tenant, _str(data, "name"),
+                                                body.encode(), content_type)
+    return jsonify({"body": result.decode("utf-8", errors="replace"),
+                    "content_type": result_type})
