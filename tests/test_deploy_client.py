@@ -1,0 +1,202 @@
+"""The tenant-sagemaker client plugin: loaded by MLflow's plugin manager, talking to the
+deployment routes over HTTP with MLflow's REST helpers. The routes are mounted with
+``routes.register`` on a small Flask app whose test hook stands in for tenant-auth's engine
+(identity from ``Bearer <tenant>:<role>``); the service behind them runs against moto."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import requests
+from flask import Flask, request
+from mlflow.exceptions import MlflowException
+from werkzeug.serving import make_server
+
+from tests.fixtures.process import free_port
+
+
+@pytest.fixture(scope="module")
+def routes_url(deploy_env):
+    from mlflow_tenant_plugins.auth.identity import set_identity
+    from mlflow_tenant_plugins.deployments import routes
+    from mlflow_tenant_plugins.tenancy import Role
+    from mlflow_tenant_plugins.tenancy.entities import Identity
+
+    app = Flask("deploy-routes-test")
+
+    @app.before_request
+    def identify():
+        auth = request.headers.get("Authorization", "")
+        if not auth.startswith("Bearer "):
+            return {"error_code": "UNAUTHENTICATED", "message": "no credentials"}, 401
+        tenant, role = auth.removeprefix("Bearer ").split(":")
+        set_identity(Identity(f"{tenant}-user", tenant, Role(role), False, "test"))
+
+    service = deploy_env.service()
+    routes.register(app, service)
+    server = make_server("127.0.0.1", free_port(), app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(10)
+    service.shutdown()
+
+
+@pytest.fixture
+def as_tenant(routes_url, monkeypatch):
+    def use(tenant: str, role: str = "deployer"):
+        from mlflow.deployments import get_deploy_client
+
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", routes_url)
+        monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", f"{tenant}:{role}")
+        monkeypatch.delenv("MLFLOW_WORKSPACE", raising=False)
+        return get_deploy_client("tenant-sagemaker")
+
+    return use
+
+
+def test_plugin_loads_through_mlflows_plugin_manager_with_exactly_one_client_class():
+    from mlflow.deployments import BaseDeploymentClient, get_deploy_client
+    from mlflow.deployments.interface import plugin_store
+
+    plugin = plugin_store["tenant-sagemaker"]
+    classes = [obj for _, obj in inspect.getmembers(plugin)
+               if inspect.isclass(obj) and issubclass(obj, BaseDeploymentClient)
+               and obj is not BaseDeploymentClient]
+    assert [c.__name__ for c in classes] == ["TenantSageMakerDeploymentClient"]
+    assert callable(plugin.run_local) and "max_instances" in plugin.target_help()
+    client = get_deploy_client("tenant-sagemaker:/eu-west-1/acme")
+    assert client.direct and client.region == "eu-west-1" and client.uri_tenant == "acme"
+    with pytest.raises(MlflowException, match="explain is not supported"):
+        client.explain("x", None)
+
+
+def test_importing_the_client_plugin_pulls_in_nothing_server_side():
+    code = (
+        "import sys, mlflow\n"
+        "before = set(sys.modules)\n"
+        "import mlflow_tenant_plugins.deployments\n"
+        "from mlflow.deployments import get_deploy_client\n"
+        "get_deploy_client('tenant-sagemaker')\n"
+        "new = set(sys.modules) - before\n"
+        "bad = sorted(m for m in new if m.startswith(('flask', 'sqlalchemy', 'mlflow.server',"
+        " 'boto3', 'mlflow_tenant_plugins.tenancy', 'mlflow_tenant_plugins.auth',"
+        " 'mlflow_tenant_plugins.deployments.service', 'mlflow_tenant_plugins.deployments.routes'"
+        ")))\n"
+        "print(bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
+
+
+def test_bad_config_is_refused_by_the_client_before_any_request(as_tenant, deploy_env):
+    client = as_tenant("nosuchtenant")
+    with pytest.raises(MlflowException) as exc:
+        client.create_deployment("x", "models:/m/1", config={"instance_cnt": "1"})
+    assert "valid keys:" in exc.value.message and "instance_count" in exc.value.message
+
+
+def test_full_lifecycle_through_the_routes(as_tenant, deploy_env, pyfunc_model, capfd):
+    tenant = deploy_env.tenant(instances_per_endpoint=2)
+    client = as_tenant(tenant)
+    created = client.create_deployment("web", pyfunc_model, config={"max_instances": "2"})
+    assert created["status"] == "InService" and created["name"] == "web"
+    err = capfd.readouterr().err
+    assert "create 'web': Creating (0s)" in err and "InService" in err
+
+    assert [d["name"] for d in client.list_deployments()] == ["web"]
+    got = client.get_deployment("web")
+    assert got["scaling"]["max_instances"] == 2 and len(got["alarms"]) == 5
+
+    requests.post(f"{deploy_env.moto.url}/moto-api/static/sagemaker/endpoint-results",
+                  json={"results": [{"Body": '{"predictions": [[2.0]]}'}]},
+                  timeout=10).raise_for_status()
+    import pandas as pd
+
+    prediction = client.predict("web", pd.DataFrame({"x": [1.0]}))
+    assert prediction["predictions"] == [[2.0]]
+
+    updated = client.update_deployment("web", config={"alarm_4xx_errors": "9"})
+    assert updated["status"] == "InService" and updated["flavor"] == "python_function"
+    assert "update 'web': Updating" in capfd.readouterr().err
+    client.delete_deployment("web")
+    assert client.list_deployments() == []
+    assert deploy_env.leftovers(tenant) == {}
+
+
+def test_asynchronous_create_returns_at_once_with_creating(as_tenant, deploy_env, pyfunc_model):
+    client = as_tenant(deploy_env.tenant())
+    out = client.create_deployment("bg", pyfunc_model, config={"synchronous": "false"})
+    assert out["status"] == "Creating"
+    deadline = time.monotonic() + 30
+    while client.get_deployment("bg")["status"] != "InService":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+
+def test_failed_deploy_raises_with_sagemakers_reason(as_tenant, deploy_env, pyfunc_model):
+    tenant = deploy_env.tenant()
+    client = as_tenant(tenant)
+    env = json.dumps({"MLT_MOTO_FAIL_REASON": "The primary container did not pass ping"})
+    with pytest.raises(MlflowException, match="did not pass ping"):
+        client.create_deployment("bad", pyfunc_model, config={"env": env})
+    assert client.get_deployment("bad")["status"] == "Failed"
+    assert deploy_env.leftovers(tenant) == {}
+
+
+def test_roles_and_quotas_come_back_as_403_and_429(as_tenant, deploy_env, pyfunc_model):
+    tenant = deploy_env.tenant(endpoints=0)
+    with pytest.raises(MlflowException) as exc:
+        as_tenant(tenant, "editor").create_deployment("x", pyfunc_model)
+    assert exc.value.error_code == "PERMISSION_DENIED" and "deployer" in exc.value.message
+    assert as_tenant(tenant, "viewer").list_deployments() == []
+    with pytest.raises(MlflowException) as exc:
+        as_tenant(tenant).create_deployment("x", pyfunc_model)
+    assert exc.value.error_code == "RESOURCE_EXHAUSTED" and "endpoints limit is 0" in (
+        exc.value.message)
+    # a tenant named in the workspace header that the caller does not belong to: 403
+    with pytest.raises(MlflowException) as exc:
+        as_tenant(tenant)._call("GET", "/list", "someone-else")
+    assert exc.value.error_code == "PERMISSION_DENIED"
+
+
+def test_run_local_serves_predictions_and_stops_on_ctrl_c(pyfunc_model, tmp_path):
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "deployments", "run-local", "-t", "tenant-sagemaker",
+         "--name", "local", "-m", pyfunc_model, "-C", f"port={port}", "-C", "max_seconds=120"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/ping", timeout=1).ok:
+                    break
+            except requests.RequestException:
+                time.sleep(0.3)
+        r = requests.post(f"http://127.0.0.1:{port}/invocations",
+                          json={"dataframe_split": {"columns": ["x"], "data": [[1.5]]}},
+                          timeout=30)
+        assert r.json()["predictions"] == [{"x": 3.0}]
+        os.killpg(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+        assert f"http://127.0.0.1:{port}/invocations" in out and "Stopping." in out
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/ping", timeout=2)
