@@ -1,0 +1,216 @@
+"""The console script ``mlflow-tenants``, run as a subprocess as an administrator runs it.
+
+Each run imports MLflow (seconds), so the cases share one database and one tenant set, and
+runs that only read are started side by side."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from mlflow_tenant_plugins.cli import ROLE_CHOICES
+from mlflow_tenant_plugins.tenancy import ROLES, TenantRegistry
+
+CLI = shutil.which("mlflow-tenants", path=str(Path(sys.executable).parent))
+RUN_TIMEOUT = 180
+PARALLEL = 4
+ARN = "arn:aws:sns:us-east-1:123456789012:acme-alarms"
+
+
+class Cli:
+    """Runs the console script against one sqlite database."""
+
+    def __init__(self, tmp: Path):
+        self.db = f"sqlite:///{tmp}/x.db"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TENANT")}
+        self.cwd = tmp
+
+    def __call__(self, *args: str, db: bool = True, env: dict | None = None
+                 ) -> subprocess.CompletedProcess:
+        argv = [CLI, *(["--db", self.db] if db else []), *args]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=RUN_TIMEOUT,
+                              env={**self.env, **(env or {})}, cwd=self.cwd)
+
+    def ok(self, *args: str) -> subprocess.CompletedProcess:
+        result = self(*args)
+        assert result.returncode == 0, f"{args}: {result.stderr}"
+        return result
+
+    def json(self, *args: str):
+        return json.loads(self.ok(*args, "--json").stdout)
+
+    def many(self, calls: list) -> list:
+        """Independent calls side by side; each call is a tuple of args or a callable."""
+        with ThreadPoolExecutor(PARALLEL) as pool:
+            return list(pool.map(lambda c: c() if callable(c) else self(*c), calls))
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory) -> Cli:
+    assert CLI, f"mlflow-tenants is not installed next to {sys.executable}"
+    return Cli(tmp_path_factory.mktemp("cli"))
+
+
+@pytest.fixture(scope="module")
+def acme(cli) -> dict:
+    """Tenant acme with every quota option given."""
+    return cli.json("tenant", "create", "acme", "--display-name", "Acme Corp", "--storage",
+                    "10GB", "--endpoints", "3", "--instances", "6", "--instances-per-endpoint",
+                    "2", "--instance-types", "ml.m5.large,ml.c5.large", "--alarm-topic-arn", ARN,
+                    "--require-validation")
+
+
+@pytest.fixture(scope="module")
+def reg(cli, acme) -> TenantRegistry:
+    """The same database, in this process, to check what the CLI did."""
+    return TenantRegistry(cli.db)
+
+
+def test_help_is_quick_and_lists_every_verb(cli):
+    out = cli.ok("--help").stdout
+    for verb in ("tenant", "key", "member", "usage"):
+        assert verb in out
+    assert ROLE_CHOICES == ROLES
+
+
+def test_tenant_create_takes_every_quota_option_and_sizes_in_binary_units(acme):
+    assert acme["name"] == "acme" and acme["display_name"] == "Acme Corp"
+    assert acme["quotas"] == {"storage_bytes": 10737418240, "endpoints": 3, "instances": 6,
+                              "instances_per_endpoint": 2,
+                              "instance_types": ["ml.m5.large", "ml.c5.large"]}
+    assert (acme["alarm_topic_arn"], acme["require_validation"], acme["status"]) == (
+        ARN, True, "active")
+
+
+def test_created_tenant_is_a_workspace_in_stock_mlflow(cli, acme):
+    listing = subprocess.run(
+        [sys.executable, "-c", "import sys; from mlflow import MlflowClient; "
+         "print(*sorted(w.name for w in MlflowClient(sys.argv[1]).list_workspaces()))", cli.db],
+        capture_output=True, text=True, timeout=RUN_TIMEOUT, env=cli.env)
+    assert listing.returncode == 0, listing.stderr
+    assert "acme" in listing.stdout.split()
+
+
+def test_keys_print_alone_on_the_last_line_and_work(cli, reg):
+    human, as_json = cli.many([
+        ("key", "create", "acme", "--role", "editor", "--description", "ci", "--expires-in",
+         "30d"),
+        ("key", "create", "--platform-admin", "--principal", "root", "--json"),
+    ])
+    assert human.returncode == 0 and as_json.returncode == 0, human.stderr + as_json.stderr
+    key = human.stdout.splitlines()[-1]
+    assert key.startswith("mlt_") and key.split() == [key]
+    identity = reg.verify_key(key)
+    assert (identity.tenant, identity.role.value) == ("acme", "editor")
+    admin = json.loads(as_json.stdout)
+    assert admin["tenant"] is None and admin["principal"] == "root"
+    assert reg.verify_key(admin["key"]).platform_admin
+
+    listing, revoking = cli.many([("key", "list", "acme", "--json"),
+                                  ("key", "revoke", admin["key"], "--json")])
+    listed = json.loads(listing.stdout)
+    assert [(k["description"], k["status"], k["role"]) for k in listed] == [
+        ("ci", "active", "editor")]
+    assert key not in listing.stdout and listed[0]["expires_at"]
+    revoked = json.loads(revoking.stdout)  # the leaked key itself names the key to revoke
+    assert revoked["key_id"] == admin["key_id"] and revoked["revoked_at"]
+    assert reg.verify_key(admin["key"]) is None
+
+
+def test_members_bind_list_and_unbind(cli, reg):
+    bound = cli.json("member", "bind", "acme", "alice@example.com", "--role", "deployer")
+    assert bound == {"principal": "alice@example.com", "tenant": "acme", "role": "deployer",
+                     "kind": "user"}
+    listing = cli.json("member", "list", "acme")
+    assert ("alice@example.com", "deployer") in {(m["principal"], m["role"]) for m in listing}
+    assert "no longer a member" in cli.ok("member", "unbind", "acme", "alice@example.com").stdout
+    assert "alice@example.com" not in {m.principal for m in reg.members("acme")}
+
+
+def test_list_show_update_and_usage(cli, reg):
+    assert "created tenant beta" in cli.ok("tenant", "create", "beta", "--storage",
+                                           "10737418240").stdout
+    reg.ledger.reserve("acme", "storage_bytes", 2**30)
+    listed, shown, usage_all, usage_text = cli.many([
+        ("tenant", "list", "--json"), ("tenant", "show", "acme", "--json"),
+        ("usage", "--json"), ("usage", "acme")])
+    assert {t["name"] for t in json.loads(listed.stdout)} >= {"acme", "beta"}
+    assert json.loads(shown.stdout)["usage"]["storage_bytes"] == {
+        "resource": "storage_bytes", "used": 2**30, "limit": 10 * 2**30}
+    report = {r["tenant"]: r for r in json.loads(usage_all.stdout)}
+    assert report["beta"]["usage"]["storage_bytes"]["limit"] == 10737418240
+    assert report["acme"]["usage"]["storage_bytes"]["utilization"] == 0.1
+    assert usage_text.stdout.splitlines()[1].split() == [
+        "acme", "storage_bytes", "1.0", "GiB", "10.0", "GiB", "10%"]
+
+    updated = cli.json("tenant", "update", "acme", "--storage", "20GB", "--endpoints", "5",
+                       "--no-require-validation")
+    assert updated["quotas"]["storage_bytes"] == 20 * 2**30
+    assert updated["quotas"]["endpoints"] == 5 and updated["quotas"]["instances"] == 6
+    assert updated["require_validation"] is False and updated["display_name"] == "Acme Corp"
+
+
+def test_suspend_stops_keys_and_resume_restores_them(cli, reg):
+    _, key = reg.create_key("acme", "viewer")
+    assert cli.json("tenant", "suspend", "acme")["status"] == "suspended"
+    assert reg.verify_key(key) is None
+    listed = cli.json("key", "list", "acme")
+    assert {k["status"] for k in listed if k["revoked_at"] is None} == {"suspended"}
+    assert "acme is active" in cli.ok("tenant", "resume", "acme").stdout
+    assert reg.verify_key(key).tenant == "acme"
+
+
+def test_delete_refuses_while_resources_are_held_unless_forced(cli, reg):
+    reg.create_tenant("gamma")
+    reg.ledger.reserve("gamma", "endpoints", 1)
+    refused = cli("tenant", "delete", "gamma")
+    assert refused.returncode == 2 and "--force" in refused.stderr
+    assert cli.json("tenant", "delete", "gamma", "--force") == {"name": "gamma", "deleted": True}
+    assert "gamma" not in {t.name for t in reg.list_tenants()}
+
+
+BAD_INPUT = {
+    "invalid name": (("tenant", "create", "Acme!"), "must match the pattern"),
+    "duplicate": (("tenant", "create", "acme"), "already exists"),
+    "unknown tenant (show)": (("tenant", "show", "nope"), "tenant 'nope' does not exist"),
+    "unknown tenant (key)": (("key", "create", "nope", "--role", "editor"), "nope"),
+    "unknown key": (("key", "revoke", "000000000000"), "key '000000000000' does not exist"),
+    "negative size": (("tenant", "create", "x1", "--storage", "-5"), "--storage"),
+    "malformed size": (("tenant", "create", "x2", "--storage", "10XB"), "10XB"),
+    "negative count": (("tenant", "create", "x3", "--endpoints", "-1"), "negative"),
+    "malformed count": (("tenant", "create", "x4", "--instances", "many"), "many"),
+    "bad instance type": (("tenant", "create", "x5", "--instance-types", "m5.large"),
+                          "instance type"),
+    "unknown role": (("key", "create", "acme", "--role", "owner"), "owner"),
+    "bad duration": (("key", "create", "acme", "--role", "viewer", "--expires-in", "10"),
+                     "duration"),
+    "not a member": (("member", "unbind", "acme", "nobody"), "not a member"),
+    "nothing to update": (("tenant", "update", "acme"), "nothing to update"),
+    "bad --db": (("--db", "not-a-uri", "tenant", "list"), "database"),
+}
+
+
+def test_bad_input_gives_one_error_line_and_status_2(cli, reg):
+    cases = list(BAD_INPUT.items())
+    calls = [lambda args=args: cli(*args, db=args[0] != "--db") for _, (args, _) in cases]
+    calls.append(lambda: cli("tenant", "list", db=False,
+                             env={"MLFLOW_TENANT_CONFIG": str(cli.cwd / "missing.toml")}))
+    results = cli.many(calls)
+    expected = [*cases, ("missing config file", (None, "missing.toml"))]
+    problems = []
+    for (what, (_, needle)), r in zip(expected, results, strict=True):
+        lines = r.stderr.splitlines()
+        if (r.returncode != 2 or len(lines) != 1 or not lines[0].startswith("error: ")
+                or needle not in lines[0] or "Traceback" in r.stderr or r.stdout):
+            problems.append(f"{what}: status {r.returncode}, stderr {r.stderr!r}, "
+                            f"stdout {r.stdout[:200]!r}")
+    assert not problems, "\n".join(problems)
+    names = {t.name for t in reg.list_tenants()}
+    assert not names & {"x1", "x2", "x3", "x4", "x5"}  # nothing half-created
