@@ -55,6 +55,8 @@ class ArtifactEnv:
     settings: Settings
     bucket: str = BUCKET
     root: str = ROOT
+    # False: repositories read their settings from the environment, as under `mlflow server`.
+    explicit_settings: bool = False
     created: list[str] = field(default_factory=list)
 
     @property
@@ -69,7 +71,8 @@ class ArtifactEnv:
 
     def repo(self, tenant: str, **settings: Any) -> TenantS3ArtifactRepository:
         """The destination repository bound to ``tenant``, as the server would use it."""
-        chosen = replace(self.settings, **settings) if settings else None
+        explicit = settings or self.explicit_settings
+        chosen = replace(self.settings, **settings) if explicit else None
         base = TenantS3ArtifactRepository(self.destination, settings=chosen)
         return base.for_workspace(tenant)
 
