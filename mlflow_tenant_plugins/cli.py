@@ -110,6 +110,11 @@ def json_option(f: Callable) -> Callable:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")(f)
 
 
+def verb(group: click.Group, name: str, **kwargs: Any) -> Callable:
+    """A command of ``group`` that takes ``--json`` and is handed the shared :class:`App`."""
+    return lambda f: group.command(name, **kwargs)(json_option(click.pass_obj(f)))
+
+
 def emit(as_json: bool, data: Any, lines: Iterable[str]) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
@@ -208,11 +213,9 @@ def tenant() -> None:
     """Create, inspect, change, suspend and delete tenants (= MLflow workspaces)."""
 
 
-@tenant.command("create")
+@verb(tenant, "create")
 @click.argument("name")
 @quota_options
-@json_option
-@click.pass_obj
 def tenant_create(app: App, name: str, display_name, alarm_topic_arn, require_validation,
                   as_json: bool, **quota) -> None:
     """Create tenant NAME, its MLflow workspace and its workspace roles."""
@@ -225,9 +228,7 @@ def tenant_create(app: App, name: str, display_name, alarm_topic_arn, require_va
     emit(as_json, t.to_dict(), [f"created tenant {t.name}", *tenant_lines(t)])
 
 
-@tenant.command("list")
-@json_option
-@click.pass_obj
+@verb(tenant, "list")
 def tenant_list(app: App, as_json: bool) -> None:
     """List every tenant with its quotas."""
     tenants = app.registry.list_tenants()
@@ -237,10 +238,8 @@ def tenant_list(app: App, as_json: bool) -> None:
     emit(as_json, [t.to_dict() for t in tenants], lines if tenants else ["no tenants"])
 
 
-@tenant.command("show")
+@verb(tenant, "show")
 @click.argument("name")
-@json_option
-@click.pass_obj
 def tenant_show(app: App, name: str, as_json: bool) -> None:
     """Show tenant NAME, its quotas and its use."""
     t = app.registry.get_tenant(name)
@@ -249,11 +248,9 @@ def tenant_show(app: App, name: str, as_json: bool) -> None:
     emit(as_json, data, [*tenant_lines(t), f"{'in use:':<16}{usage_summary(usage)}"])
 
 
-@tenant.command("update")
+@verb(tenant, "update")
 @click.argument("name")
 @quota_options
-@json_option
-@click.pass_obj
 def tenant_update(app: App, name: str, display_name, alarm_topic_arn, require_validation,
                   as_json: bool, **quota) -> None:
     """Change the display name, quotas or settings of tenant NAME."""
@@ -268,11 +265,9 @@ def tenant_update(app: App, name: str, display_name, alarm_topic_arn, require_va
     emit(as_json, t.to_dict(), [f"updated tenant {t.name}", *tenant_lines(t)])
 
 
-def _status_command(verb: str, status: str, doc: str) -> None:
-    @tenant.command(verb, help=doc)
+def _status_command(verb_name: str, status: str, doc: str) -> None:
+    @verb(tenant, verb_name, help=doc)
     @click.argument("name")
-    @json_option
-    @click.pass_obj
     def command(app: App, name: str, as_json: bool) -> None:
         t = app.registry.set_status(name, status)
         emit(as_json, t.to_dict(), [f"tenant {t.name} is {t.status}"])
@@ -282,12 +277,10 @@ _status_command("suspend", "suspended", "Suspend tenant NAME: its keys stop work
 _status_command("resume", "active", "Resume suspended tenant NAME.")
 
 
-@tenant.command("delete")
+@verb(tenant, "delete")
 @click.argument("name")
 @click.option("--force", is_flag=True,
               help="Delete even while the tenant holds resources or MLflow objects.")
-@json_option
-@click.pass_obj
 def tenant_delete(app: App, name: str, force: bool, as_json: bool) -> None:
     """Delete tenant NAME with its workspace, keys and bindings."""
     app.registry.delete_tenant(name, force=force)
@@ -299,7 +292,7 @@ def key() -> None:
     """Create, list and revoke API keys."""
 
 
-@key.command("create")
+@verb(key, "create")
 @click.argument("tenant", required=False)
 @click.option("--role", type=click.Choice(ROLE_CHOICES, case_sensitive=False),
               help="The key's role in the tenant.")
@@ -309,8 +302,6 @@ def key() -> None:
 @click.option("--description", default="", help="What the key is for.")
 @click.option("--expires-in", type=DURATION, metavar="DURATION",
               help="Lifetime such as 30d, 12h, 2w (default: no expiry).")
-@json_option
-@click.pass_obj
 def key_create(app: App, tenant: str | None, role: str | None, platform_admin: bool,
                principal: str | None, description: str, expires_in: timedelta | None,
                as_json: bool) -> None:
@@ -336,10 +327,8 @@ def key_create(app: App, tenant: str | None, role: str | None, platform_admin: b
     ])
 
 
-@key.command("list")
+@verb(key, "list")
 @click.argument("tenant", required=False)
-@json_option
-@click.pass_obj
 def key_list(app: App, tenant: str | None, as_json: bool) -> None:
     """List keys (never the keys themselves), of TENANT or of every tenant."""
     registry = app.registry
@@ -354,10 +343,8 @@ def key_list(app: App, tenant: str | None, as_json: bool) -> None:
     emit(as_json, data, lines if keys else ["no keys"])
 
 
-@key.command("revoke")
+@verb(key, "revoke")
 @click.argument("key_id")
-@json_option
-@click.pass_obj
 def key_revoke(app: App, key_id: str, as_json: bool) -> None:
     """Revoke key KEY_ID (a leaked key itself is accepted too); it stops working at once."""
     from mlflow_tenant_plugins.tenancy.keys import key_id_of
@@ -372,10 +359,8 @@ def member() -> None:
     """Bind principals (users, roles, identities) to tenant roles."""
 
 
-@member.command("list")
+@verb(member, "list")
 @click.argument("tenant")
-@json_option
-@click.pass_obj
 def member_list(app: App, tenant: str, as_json: bool) -> None:
     """List the principals bound to TENANT and their roles."""
     members = app.registry.members(tenant)
@@ -383,23 +368,19 @@ def member_list(app: App, tenant: str, as_json: bool) -> None:
     emit(as_json, [m.to_dict() for m in members], lines if members else ["no members"])
 
 
-@member.command("bind")
+@verb(member, "bind")
 @click.argument("tenant")
 @click.argument("principal")
 @click.option("--role", required=True, type=click.Choice(ROLE_CHOICES, case_sensitive=False))
-@json_option
-@click.pass_obj
 def member_bind(app: App, tenant: str, principal: str, role: str, as_json: bool) -> None:
     """Give PRINCIPAL the role --role in TENANT (replacing any role it had there)."""
     m = app.registry.bind(principal, tenant, role)
     emit(as_json, m.to_dict(), [f"{m.principal} is {m.role} in {m.tenant}"])
 
 
-@member.command("unbind")
+@verb(member, "unbind")
 @click.argument("tenant")
 @click.argument("principal")
-@json_option
-@click.pass_obj
 def member_unbind(app: App, tenant: str, principal: str, as_json: bool) -> None:
     """Remove PRINCIPAL's role in TENANT."""
     registry = app.registry
@@ -436,10 +417,8 @@ def usage_lines(report: list[dict]) -> list[str]:
     return table(("TENANT", "RESOURCE", "USED", "LIMIT", "USE"), rows) if rows else ["no tenants"]
 
 
-@cli.command("usage")
+@verb(cli, "usage")
 @click.argument("tenant", required=False)
-@json_option
-@click.pass_obj
 def usage(app: App, tenant: str | None, as_json: bool) -> None:
     """Show each tenant's use against its quotas (of TENANT, or of every tenant)."""
     report = usage_report(app.registry, tenant)
@@ -479,6 +458,10 @@ def exit_status_for(exc: BaseException) -> int:
     if sa_exc and isinstance(exc, sa_exc.DBAPIError):
         first = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else exc
         return fail(f"database error: {first}", EXIT_FAILURE)
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").startswith("psycopg"):
+        # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3.
+        return fail(f"database driver {exc.name} is not installed: install it, or name the "
+                    "driver you have in the URI, e.g. postgresql+psycopg2://…", EXIT_BAD_INPUT)
     return fail(f"{type(exc).__name__}: {exc} (set {DEBUG_ENV}=1 for the traceback)",
                 EXIT_FAILURE)
 
