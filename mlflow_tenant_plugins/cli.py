@@ -391,6 +391,49 @@ def member_unbind(app: App, tenant: str, principal: str, as_json: bool) -> None:
          [f"{principal} is no longer a member of {tenant}"])
 
 
+# -- AWS IAM identities: bindings the server's 'iam' auth method maps callers through -------
+@cli.group()
+def iam() -> None:
+    """Bind AWS IAM identities (role or user ARNs) to tenant roles."""
+
+
+def _iam_bindings(app: App):
+    from mlflow_tenant_plugins.tenancy.iam_bindings import IamBindings
+
+    return IamBindings(app.registry)
+
+
+@verb(iam, "bind")
+@click.argument("tenant")
+@click.argument("arn")
+@click.option("--role", required=True, type=click.Choice(ROLE_CHOICES, case_sensitive=False))
+def iam_bind(app: App, tenant: str, arn: str, role: str, as_json: bool) -> None:
+    """Let the AWS identity ARN act in TENANT with --role. Every session of a role counts as
+    the role; a role ARN is bound by its name (assumed-role ARNs carry no path)."""
+    b = _iam_bindings(app).bind(tenant, arn, role)
+    emit(as_json, b.to_dict(), [f"{b.arn} is {b.role} in {b.tenant}"])
+
+
+@verb(iam, "list")
+@click.argument("tenant", required=False)
+def iam_list(app: App, tenant: str | None, as_json: bool) -> None:
+    """List IAM bindings, of TENANT or of every tenant."""
+    found = _iam_bindings(app).list(tenant)
+    lines = table(("TENANT", "ARN", "ROLE", "BOUND"),
+                  [(b.tenant, b.arn, b.role, when(b.created_at)) for b in found])
+    emit(as_json, [b.to_dict() for b in found], lines if found else ["no IAM bindings"])
+
+
+@verb(iam, "unbind")
+@click.argument("tenant")
+@click.argument("arn")
+def iam_unbind(app: App, tenant: str, arn: str, as_json: bool) -> None:
+    """Remove the binding of ARN in TENANT; the server refuses it within its cache bound."""
+    unbound = _iam_bindings(app).unbind(tenant, arn)
+    emit(as_json, {"arn": unbound, "tenant": tenant, "unbound": True},
+         [f"{unbound} is no longer bound to {tenant}"])
+
+
 # -- usage: read the ledger; reconciliation and publishing extend this verb -----------------
 def usage_summary(usage) -> str:
     return ", ".join(f"{u.resource} {fmt_amount(u.resource, u.used)} of "
