@@ -340,3 +340,45 @@ def test_boto3_session_can_sign_with_the_client_signer(world, tmp_path):
         header = signer.header_value(world.server.url)
         assert signer.header_value(world.server.url) == header  # reused, not re-signed
     assert _search(world, header).status_code == 200
+
+
+# -- the admin CLI's iam verbs -------------------------------------------------------------------
+def _admin(world: World, capsys, *args: str) -> tuple[int, str, str]:
+    from mlflow_tenant_plugins.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--db", world.server.db_uri, *args])
+    out = capsys.readouterr()
+    return done.value.code, out.out, out.err
+
+
+def test_admin_cli_binds_lists_and_unbinds_iam_identities(world, capsys):
+    role = "arn:aws:iam::123456789012:role/ops/deployer-cli"
+    status, out, _ = _admin(world, capsys, "iam", "bind", world.tenant, role, "--role",
+                            "deployer", "--json")
+    assert status == 0
+    bound = json.loads(out)
+    assert (bound["arn"], bound["role"]) == ("arn:aws:iam::123456789012:role/deployer-cli",
+                                             "deployer")
+    status, out, _ = _admin(world, capsys, "iam", "list", world.tenant, "--json")
+    assert bound["arn"] in [b["arn"] for b in json.loads(out)]
+    status, out, _ = _admin(world, capsys, "iam", "list")
+    assert status == 0 and "deployer-cli" in out
+    status, out, _ = _admin(world, capsys, "iam", "unbind", world.tenant,
+                            "arn:aws:sts::123456789012:assumed-role/deployer-cli/s", "--json")
+    assert status == 0 and json.loads(out)["unbound"] is True
+    assert bound["arn"] not in [b.arn for b in world.bindings.list(world.tenant)]
+
+
+@pytest.mark.parametrize(("args", "complaint"), [
+    (("iam", "bind", "TENANT", "not-an-arn", "--role", "viewer"), "not an IAM or STS ARN"),
+    (("iam", "bind", "nosuchtenant", "arn:aws:iam::123456789012:user/x", "--role", "viewer"),
+     "does not exist"),
+    (("iam", "unbind", "TENANT", "arn:aws:iam::123456789012:user/never-bound"), "not bound"),
+    (("iam", "bind", "TENANT", "arn:aws:iam::123456789012:user/x", "--role", "owner"), "owner"),
+])
+def test_admin_cli_iam_errors_are_one_line_with_exit_2(world, capsys, args, complaint):
+    args = tuple(world.tenant if a == "TENANT" else a for a in args)
+    status, _out, err = _admin(world, capsys, *args)
+    assert status == 2
+    assert complaint in err and len(err.strip().splitlines()) == 1

@@ -127,7 +127,8 @@ class IamBindings:
             else:
                 conn.execute(delete(IamBindingRow).where(*where))
 
-    def unbind(self, tenant: str, arn: str) -> None:
+    def unbind(self, tenant: str, arn: str) -> str:
+        """Remove the binding; returns the (normalised) ARN that was unbound."""
         arn = normalize_arn(arn)
         with self.engine.begin() as conn:
             removed = conn.execute(delete(IamBindingRow).where(*_match(arn, tenant))).rowcount
@@ -139,6 +140,7 @@ class IamBindings:
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
                 raise
+        return arn
 
     def list(self, tenant: str | None = None) -> list[IamBinding]:
         query = select(IamBindingRow).order_by(IamBindingRow.tenant, IamBindingRow.arn)
