@@ -90,6 +90,8 @@ def current_auth() -> TenantAuth:
     if auth is None:
         auth = TenantAuth(resolve_credential())
         with _lock:
+            if len(_auth_by_config) >= 16:  # the profile file keeps changing: start afresh
+                _auth_by_config.clear()
             auth = _auth_by_config.setdefault(key, auth)
     return auth
 
