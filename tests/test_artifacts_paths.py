@@ -60,7 +60,7 @@ def test_ordinary_artifact_paths_map_to_keys_inside_the_prefix(path: str) -> Non
 
 def test_paths_outside_the_tenant_workspace_are_refused_for_the_destination_repository() -> None:
     for path in (None, "", "x", "workspaces", "workspaces/bob/x", "workspaces/alicex/y"):
-        with pytest.raises(MlflowException, match="outside tenant 'alice'"):
+        with pytest.raises(MlflowException, match="outside the artifact prefix of tenant 'alice'"):
             DESTINATION.key(path)
     with pytest.raises(MlflowException):  # the prefix itself is no object
         DESTINATION.key("workspaces/alice", write=True)

@@ -163,7 +163,7 @@ class TenantScope:
         if len(key.encode("utf-8")) > MAX_KEY_BYTES:
             raise refuse(path, f"the object key would exceed {MAX_KEY_BYTES} bytes")
         if not self.contains(key, strict=write) or posixpath.normpath(key) != key:
-            raise refuse(path, f"it is outside tenant '{self.tenant}''s artifact prefix")
+            raise refuse(path, f"it is outside the artifact prefix of tenant '{self.tenant}'")
         return key
 
     def file_key(self, artifact_path: str | None, filename: str) -> str:
