@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from mlflow.exceptions import MlflowException
 
-from mlflow_tenant_plugins.tenancy import Quotas, Role, TenantRegistry
+from mlflow_tenant_plugins.tenancy import Quotas, Role, TenantRegistry, parse_size
 from mlflow_tenant_plugins.tenancy.keys import key_hash
 from mlflow_tenant_plugins.tenancy.workspaces import ROLE_GRANTS, auth_role_name
 
@@ -63,6 +63,27 @@ def every_cell(engine: sa.Engine) -> list[str]:
     with engine.connect() as conn:
         return [str(v) for t in metadata.sorted_tables for row in conn.execute(t.select())
                 for v in row if v is not None]
+
+
+# -- quotas ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("text", ["10GB", "10GiB", "10G", "10 gb", "10737418240", 10737418240])
+def test_sizes_are_binary_units_or_bytes(text):
+    assert parse_size(text) == 10737418240
+
+
+@pytest.mark.parametrize("bad", ["-5", -5, "10XB", "ten", "", "1.5", True, "1e9"])
+def test_bad_sizes_are_refused(bad):
+    with pytest.raises(MlflowException) as exc:
+        parse_size(bad)
+    assert error_code(exc) == "INVALID_PARAMETER_VALUE"
+
+
+@pytest.mark.parametrize("kwargs", [{"endpoints": -1}, {"storage_bytes": 1.5},
+                                    {"instance_types": ("m5.large",)}])
+def test_bad_quotas_are_refused(kwargs):
+    with pytest.raises(MlflowException) as exc:
+        Quotas(**kwargs)
+    assert error_code(exc) == "INVALID_PARAMETER_VALUE"
 
 
 # -- tenants --------------------------------------------------------------------------------
