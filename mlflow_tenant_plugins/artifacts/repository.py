@@ -129,6 +129,10 @@ class TenantS3ArtifactRepository(TenantMultipartUploads, S3ArtifactRepository):
                 )
                 repo._origin, repo._workspace = self, workspace
                 repo._runtime_cache = self._runtime_cache
+                # One download pool per process, not per tenant: what runs in it is a method
+                # bound to the tenant's repository, so the tenant travels with each task.
+                repo.thread_pool.shutdown(wait=False)
+                repo.thread_pool = self.thread_pool
                 if workspace != DEFAULT_WORKSPACE:
                     repo._scope = TenantScope.of(self._location, workspace)
                 self._bound[workspace] = repo
