@@ -371,3 +371,24 @@ def test_models_uri_resolves_in_the_registry_and_tags_the_run(deploy_env, tmp_pa
     svc.wait_for_jobs(30)
     got = svc.get(tenant, "reg")
     assert got["status"] == "InService" and got["run_id"] == run.info.run_id
+
+
+def test_tenant_requiring_validation_cannot_deploy_without_a_passing_gate(
+    deploy_env, pyfunc_model
+):
+    tenant = deploy_env.tenant()
+    deploy_env.registry.update_tenant(tenant, require_validation=True)
+    svc = deploy_env.service()
+    with pytest.raises(MlflowException) as exc:
+        svc.create(tenant, "gated", pyfunc_model)
+    assert exc.value.error_code == "INVALID_PARAMETER_VALUE"
+    assert "no data-validation gate" in exc.value.message
+    deploy_env.registry.update_tenant(tenant, require_validation=False)
+
+    def refuse(tenant_obj, model_ref):
+        raise MlflowException.invalid_parameter_value(f"run {model_ref.run_id} not validated")
+
+    svc.checks.append(refuse)
+    with pytest.raises(MlflowException, match="not validated"):
+        svc.create(tenant, "gated", pyfunc_model)
+    assert deploy_env.leftovers(tenant) == {}

@@ -62,6 +62,7 @@ class ModelResolver:
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
 
     def fetch(self, uri: str, dst: str, tenant: str) -> str:
+        os.makedirs(dst, exist_ok=True)
         if self._fetch is not None:
             return self._fetch(uri, dst, tenant)
         with _workspace(tenant):

@@ -55,6 +55,11 @@ def server_fetch(uri: str, dst: str, tenant: str) -> str:
             path = handlers._get_proxied_run_artifact_destination_path(uri)
             path = handlers._get_workspace_scoped_repo_path_if_enabled(path)
             repo = handlers._get_artifact_repo_mlflow_artifacts()
+            # MLflow caches one destination repository per process; a workspace-aware one
+            # (MLflow's ``for_workspace`` hook, e.g. tenant-s3) is bound to this tenant here.
+            bind = getattr(getattr(repo, "origin", repo), "for_workspace", None)
+            if bind is not None:
+                repo = bind(tenant)
             return repo.download_artifacts(path, dst)
         import mlflow.artifacts
 

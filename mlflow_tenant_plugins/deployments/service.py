@@ -27,7 +27,7 @@ from mlflow_tenant_plugins.config import Settings
 from mlflow_tenant_plugins.deployments import alarms, scaling
 from mlflow_tenant_plugins.deployments import names as n
 from mlflow_tenant_plugins.deployments.aws import AwsClients, is_not_found
-from mlflow_tenant_plugins.deployments.model_source import ModelResolver
+from mlflow_tenant_plugins.deployments.model_source import ModelRef, ModelResolver
 from mlflow_tenant_plugins.deployments.operations import Operations, Plan, Undo
 from mlflow_tenant_plugins.deployments.options import (
     CLIENT_ONLY,
@@ -109,6 +109,24 @@ class DeploymentService(DeploymentQueries):
         self.ops.stop.set()
         self.wait_for_jobs(timeout)
 
+    def _gate(self, tenant: Tenant, model: ModelRef) -> None:
+        """Checks before a deploy. A tenant with ``require_validation`` deploys only models
+        whose training run passed data validation: the gate is
+        ``mlflow_tenant_plugins.validation.gate.check_deploy(tenant, model_ref)`` (raises
+        400 naming the run and what is missing); without it such a tenant cannot deploy
+        (fail closed)."""
+        if tenant.require_validation:
+            try:
+                from mlflow_tenant_plugins.validation.gate import check_deploy
+            except ImportError:
+                raise MlflowException.invalid_parameter_value(
+                    f"tenant '{tenant.name}' deploys only validated models, and this platform "
+                    "has no data-validation gate installed"
+                ) from None
+            check_deploy(tenant, model)
+        for check in self.checks:
+            check(tenant, model)
+
     def _stale_after(self) -> float:
         return self.settings.deploy_timeout_seconds + 900
 
@@ -152,8 +170,7 @@ class DeploymentService(DeploymentQueries):
         self._check_instances(tenant, instance_type, count, lo, hi)
         thresholds = alarms.resolve_thresholds(self.settings, tenant.name, cfg)
         model = self.resolver.resolve(model_uri, tenant.name, flavor)
-        for check in self.checks:
-            check(tenant, model)
+        self._gate(tenant, model)
         if self._owned_endpoint(names) is not None:
             raise MlflowException(f"deployment '{name}' already exists in tenant "
                                   f"'{tenant.name}'", RESOURCE_ALREADY_EXISTS)
@@ -228,8 +245,7 @@ class DeploymentService(DeploymentQueries):
                                                previous=current["thresholds"])
         model = self.resolver.resolve(model_uri, tenant.name, flavor) if model_uri else None
         if model is not None:
-            for check in self.checks:
-                check(tenant, model)
+            self._gate(tenant, model)
         strategy = cfg.get("strategy", "replace")
         plan = Plan(
             tenant=tenant.name, names=names, deploy_id=n.new_deploy_id(), model=model,

@@ -1,0 +1,170 @@
+"""End to end: the stock ``mlflow deployments`` CLI as a subprocess against a real
+``mlflow server --app-name tenant-auth``, deploying a model a tenant registered with the stock
+client, to the patched moto. One server per module; the slow part (CLI processes) is kept to
+one lifecycle, the cross-tenant refusals use the client plugin in-process.
+
+The server's proxied artifacts are MLflow's local store here (workspace-scoped paths), and
+model packages go to moto's S3 under the same ``workspaces/<tenant>/`` layout through
+``deploy_package_root``: with ``tenant-s3://`` as destination the server does not yet bind
+the destination repository per request (the tenant-s3 end-to-end test marks that gap), so a
+second tenant could not log its model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import requests
+from mlflow.exceptions import MlflowException
+
+from tests.fixtures.sagemaker import MODEL_CODE
+from tests.fixtures.servers import start_mlflow_server, stop_mlflow_server
+
+LOG_MODEL = """
+import sys, mlflow
+code, name = sys.argv[1], sys.argv[2]
+mlflow.set_experiment(f"train-{name}")  # a tenant workspace has no Default experiment
+with mlflow.start_run() as run:
+    mlflow.pyfunc.log_model(name="model", python_model=code, registered_model_name=name,
+                            pip_requirements=["mlflow"])
+print(run.info.run_id)
+"""
+
+
+@pytest.fixture(scope="module")
+def deploy_server(sagemaker_moto, tmp_path_factory):
+    bucket = "mlt-e2e-artifacts"
+    sagemaker_moto.client("s3").create_bucket(Bucket=bucket)
+    env = {
+        **sagemaker_moto.env(),
+        "MLFLOW_TENANT_AWS_ENDPOINT_URL": sagemaker_moto.url,
+        "MLFLOW_TENANT_DEPLOY_PACKAGE_ROOT": f"s3://{bucket}/root/workspaces/{{tenant}}/deployments",
+        "MLFLOW_TENANT_DEPLOY_POLL_SECONDS": "0.2",
+        "MLFLOW_TENANT_DEPLOY_TIMEOUT_SECONDS": "60",
+    }
+    server = start_mlflow_server(tmp_path_factory.mktemp("deploy-server"), extra_env=env)
+    server.bucket = bucket
+    yield server
+    stop_mlflow_server(server)
+
+
+def _tenant(server, role: str = "deployer") -> tuple[str, str]:
+    import secrets
+
+    name = f"e{secrets.token_hex(4)}"
+    server.registry.create_tenant(name)
+    _info, key = server.registry.create_key(name, role)
+    return name, key
+
+
+def _run(server, key: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = server.client_env(key)
+    out = subprocess.run([sys.executable, "-m", "mlflow", *args], env=env, capture_output=True,
+                         text=True, timeout=240)
+    if check:
+        assert out.returncode == 0, out.stdout + out.stderr
+    return out
+
+
+def test_lifecycle_with_the_mlflow_deployments_cli(deploy_server, sagemaker_moto, tmp_path):
+    tenant, key = _tenant(deploy_server)
+    code = tmp_path / "doubler.py"
+    code.write_text(MODEL_CODE)
+    script = tmp_path / "log_model.py"
+    script.write_text(LOG_MODEL)
+    logged = subprocess.run([sys.executable, str(script), str(code), "churn"],
+                            env=deploy_server.client_env(key), capture_output=True, text=True,
+                            timeout=240)
+    assert logged.returncode == 0, logged.stderr
+    run_id = logged.stdout.strip().splitlines()[-1]
+
+    created = _run(deploy_server, key, "deployments", "create", "-t", "tenant-sagemaker",
+                   "--name", "churn", "-m", "models:/churn/1", "-C", "max_instances=2")
+    assert "create 'churn': Creating" in created.stderr and "InService" in created.stderr
+    assert "python_function deployment churn is created" in created.stdout
+
+    got = _run(deploy_server, key, "deployments", "get", "-t", "tenant-sagemaker",
+               "--name", "churn").stdout
+    assert "status: InService" in got and f"run_id: {run_id}" in got and "alarms:" in got
+    package = next(line for line in got.splitlines() if line.startswith("package: "))
+    assert package.startswith(
+        f"package: s3://{deploy_server.bucket}/root/workspaces/{tenant}/deployments/churn/")
+    assert "'churn'" in _run(deploy_server, key, "deployments", "list", "-t",
+                             "tenant-sagemaker").stdout
+
+    requests.post(f"{sagemaker_moto.url}/moto-api/static/sagemaker/endpoint-results",
+                  json={"results": [{"Body": '{"predictions": [{"x": 4.0}]}'}]},
+                  timeout=10).raise_for_status()
+    inputs = tmp_path / "input.json"
+    inputs.write_text(json.dumps({"x": {"0": 2.0}}))
+    predicted = _run(deploy_server, key, "deployments", "predict", "-t", "tenant-sagemaker",
+                     "--name", "churn", "--input-path", str(inputs))
+    assert '"x": 4.0' in predicted.stdout
+
+    updated = _run(deploy_server, key, "deployments", "update", "-t", "tenant-sagemaker",
+                   "--name", "churn", "-m", "models:/churn/1", "-C", "strategy=blue-green",
+                   "-C", "wait_seconds=0")
+    assert "Deployment churn is updated" in updated.stdout
+
+    bad = _run(deploy_server, key, "deployments", "create", "-t", "tenant-sagemaker",
+               "--name", "other", "-m", "models:/churn/1", "-C", "instance_typ=ml.m5.large",
+               check=False)
+    assert bad.returncode != 0 and "valid keys" in bad.stderr
+
+    _run(deploy_server, key, "deployments", "delete", "-t", "tenant-sagemaker",
+         "--name", "churn")
+    assert all(u.used == 0 for u in deploy_server.registry.ledger.for_tenant(tenant)
+               if u.resource != "storage_bytes")
+    s3 = sagemaker_moto.client("s3")
+    left = s3.list_objects_v2(Bucket=deploy_server.bucket,
+                              Prefix=f"root/workspaces/{tenant}/deployments/").get("Contents")
+    assert not left
+
+
+def test_another_tenant_cannot_see_or_touch_the_deployment(deploy_server, monkeypatch,
+                                                           tmp_path):
+    from mlflow.deployments import get_deploy_client
+
+    owner, owner_key = _tenant(deploy_server)
+    _intruder, intruder_key = _tenant(deploy_server)
+    code = tmp_path / "doubler.py"
+    code.write_text(MODEL_CODE)
+    script = tmp_path / "log_model.py"
+    script.write_text(LOG_MODEL)
+    logged = subprocess.run([sys.executable, str(script), str(code), "secret"], text=True,
+                            env=deploy_server.client_env(owner_key), capture_output=True,
+                            timeout=240)
+    assert logged.returncode == 0, logged.stderr
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", deploy_server.url)
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", owner_key)
+    client = get_deploy_client("tenant-sagemaker")
+    client.create_deployment("secret", "models:/secret/1")
+
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", intruder_key)
+    client = get_deploy_client("tenant-sagemaker")
+    assert client.list_deployments() == []
+    for call in (lambda: client.get_deployment("secret"),
+                 lambda: client.update_deployment("secret", config={"alarm_5xx_errors": "2"}),
+                 lambda: client.delete_deployment("secret"),
+                 lambda: client.predict("secret", {"x": [1]})):
+        with pytest.raises(MlflowException) as exc:
+            call()
+        assert exc.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+    # Naming the owner's tenant, or deploying the owner's model, is refused too.
+    with pytest.raises(MlflowException) as exc:
+        client.create_deployment("steal", "models:/secret/1", config={"tenant": owner})
+    assert exc.value.error_code == "PERMISSION_DENIED"
+    with pytest.raises(MlflowException) as exc:
+        client.create_deployment("steal", "models:/secret/1")
+    assert exc.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", owner_key)
+    client = get_deploy_client("tenant-sagemaker")
+    assert client.get_deployment("secret")["status"] == "InService"
+    client.delete_deployment("secret")
+    assert os.environ["MLFLOW_TRACKING_TOKEN"] == owner_key
