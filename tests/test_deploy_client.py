@@ -200,3 +200,29 @@ def test_run_local_serves_predictions_and_stops_on_ctrl_c(pyfunc_model, tmp_path
             proc.wait(10)
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://127.0.0.1:{port}/ping", timeout=2)
+
+
+def test_direct_mode_deploys_with_the_admins_own_credentials(deploy_env, pyfunc_model,
+                                                             monkeypatch):
+    from mlflow.deployments import get_deploy_client
+
+    tenant = deploy_env.tenant()
+    settings = deploy_env.settings
+    for key, value in {
+        "MLFLOW_TENANT_DATABASE_URI": settings.database_uri,
+        "MLFLOW_TENANT_AWS_ENDPOINT_URL": settings.aws_endpoint_url,
+        "MLFLOW_TENANT_DEPLOY_PACKAGE_ROOT": settings.deploy_package_root,
+        "MLFLOW_TENANT_DEPLOY_POLL_SECONDS": "0.05",
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("MLFLOW_TENANT_CONFIG", raising=False)
+    client = get_deploy_client("tenant-sagemaker:/us-east-1")
+    with pytest.raises(MlflowException, match="direct mode needs the tenant"):
+        client.create_deployment("direct", pyfunc_model)
+    out = client.create_deployment("direct", pyfunc_model, config={"tenant": tenant})
+    assert out["status"] == "InService" and out["tags"]["mlt:tenant"] == tenant
+    client = get_deploy_client(f"tenant-sagemaker:/us-east-1/{tenant}")
+    assert [d["name"] for d in client.list_deployments()] == ["direct"]
+    client.delete_deployment("direct")
+    assert deploy_env.leftovers(tenant) == {}
