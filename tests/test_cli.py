@@ -41,6 +41,7 @@ class Cli:
     def ok(self, *args: str) -> subprocess.CompletedProcess:
         result = self(*args)
         assert result.returncode == 0, f"{args}: {result.stderr}"
+        assert result.stderr == "", f"{args} wrote to stderr (MLflow logging?): {result.stderr}"
         return result
 
     def json(self, *args: str):
