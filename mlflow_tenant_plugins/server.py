@@ -89,10 +89,31 @@ def create_app():
     )
     auth_engine.install(authenticator)
     register_routes(engine, registry)
+    _bind_artifact_destination_per_request()
     app = engine.create_app()
     _check_route_coverage(engine, app)
     app.add_middleware(TenantMiddleware, authenticator=authenticator)
     return app
+
+
+def _bind_artifact_destination_per_request() -> None:
+    """Gap in MLflow's proxied artifacts with workspaces: ``_get_artifact_repo_mlflow_artifacts``
+    caches the first repository it builds — bound by ``for_workspace`` to whichever tenant made
+    the first artifact request — and serves it to every later request. We wrap it so each
+    request gets its own tenant's repository (tests/test_artifacts_server.py names the gap)."""
+    from mlflow.server import handlers
+
+    from mlflow_tenant_plugins.artifacts.repository import repository_for_request
+
+    cached = handlers._get_artifact_repo_mlflow_artifacts
+    if getattr(cached, "tenant_per_request", False):
+        return
+
+    def per_request():
+        return repository_for_request(cached())
+
+    per_request.tenant_per_request = True
+    handlers._get_artifact_repo_mlflow_artifacts = per_request
 
 
 def _check_route_coverage(engine, app) -> None:

@@ -2,14 +2,10 @@
 moto's S3, used by the stock MLflow client (in-process) with several tenants' keys. One server
 for the module.
 
-Known gap, marked ``xfail(strict=True)`` until the server wires it: MLflow's
-``_get_artifact_repo_mlflow_artifacts`` caches the first repository it builds — bound by
-``for_workspace`` to whichever tenant made the first artifact request — and serves it to every
-later request. tenant-s3 then refuses the other tenants' paths (fail closed: 400, nothing
-crosses), so artifacts work for one tenant only. The app must wrap that function with
-``mlflow_tenant_plugins.artifacts.repository.repository_for_request`` (bind per request).
-With that wrapper (tried here through a sitecustomize on the server's PYTHONPATH) all of these
-pass; when server.py does it, XPASS fails this module: remove the marker then.
+Names a gap in MLflow: ``_get_artifact_repo_mlflow_artifacts`` caches the first repository
+it builds — bound by ``for_workspace`` to whichever tenant made the first artifact request —
+and serves it to every later request; without the app's per-request binding (server.py) only
+the first tenant's artifacts would work. Two tenants interleaved here prove the binding.
 """
 
 from __future__ import annotations
@@ -25,12 +21,6 @@ from mlflow.exceptions import MlflowException
 from tests.fixtures.aws import MotoServer
 from tests.fixtures.servers import MlflowServer, start_mlflow_server, stop_mlflow_server
 from tests.test_artifacts_fixtures import sha256
-
-pytestmark = pytest.mark.xfail(
-    strict=True,
-    reason="server.py does not yet bind the --artifacts-destination repository per request "
-    "(wrap mlflow.server.handlers._get_artifact_repo_mlflow_artifacts with repository_for_request)",
-)
 
 BUCKET = "mlt-server-artifacts"
 ROOT = "srv"
