@@ -15,7 +15,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
@@ -130,7 +130,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
 
 
 def when(t: datetime | None) -> str:
-    return t.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if t else "never"
+    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if t else "never"
 
 
 def size(n: int) -> str:
@@ -157,7 +157,7 @@ def tenant_lines(t) -> list[str]:
 def key_status(k, tenant_status: dict[str, str]) -> str:
     if k.revoked_at:
         return "revoked"
-    if k.expires_at and k.expires_at <= datetime.now(timezone.utc):
+    if k.expires_at and k.expires_at <= datetime.now(UTC):
         return "expired"
     if k.tenant and tenant_status.get(k.tenant) != "active":
         return "suspended"

@@ -12,10 +12,9 @@ import dataclasses
 import difflib
 import math
 import os
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import tomllib
 
 CONFIG_ENV = "MLFLOW_TENANT_CONFIG"
 ENV_PREFIX = "MLFLOW_TENANT_"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -248,7 +248,7 @@ def test_key_grants_its_tenant_role_and_marks_last_use(registry, name):
         auth_role_name(Role.DEPLOYER)]
     used = registry.get_key(record.key_id).last_used_at
     assert used is not None
-    assert abs(used - datetime.now(timezone.utc)) < timedelta(minutes=1)
+    assert abs(used - datetime.now(UTC)) < timedelta(minutes=1)
 
 
 def test_key_stops_working_when_it_expires(registry, name):
@@ -256,7 +256,7 @@ def test_key_stops_working_when_it_expires(registry, name):
     record, secret = registry.create_key(name, "viewer", expires_in=timedelta(seconds=1))
     assert registry.verify_key(secret) is not None
     deadline = time.monotonic() + 5
-    while datetime.now(timezone.utc) <= record.expires_at and time.monotonic() < deadline:
+    while datetime.now(UTC) <= record.expires_at and time.monotonic() < deadline:
         time.sleep(0.1)
     assert registry.verify_key(secret) is None
     with pytest.raises(MlflowException):

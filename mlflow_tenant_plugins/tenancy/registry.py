@@ -7,7 +7,7 @@ call, and is undone here when the mirror fails, so tenant and workspace never dr
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import (
@@ -55,7 +55,7 @@ def _not_found(what: str) -> MlflowException:
 
 def _aware(t: datetime | None) -> datetime | None:
     # sqlite hands back naive datetimes even for timezone=True columns; they were UTC.
-    return t.replace(tzinfo=timezone.utc) if t is not None and t.tzinfo is None else t
+    return t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t
 
 
 def validate_tenant_name(name: str) -> None:
