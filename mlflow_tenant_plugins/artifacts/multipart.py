@@ -29,7 +29,7 @@ from mlflow.exceptions import MlflowException
 from mlflow_tenant_plugins.artifacts.errors import s3_errors
 from mlflow_tenant_plugins.artifacts.paths import TenantScope
 from mlflow_tenant_plugins.artifacts.quota import MIN_PART_BYTES
-from mlflow_tenant_plugins.tenancy.usage import QuotaExceeded
+from mlflow_tenant_plugins.tenancy.errors import QuotaExceeded
 
 MAX_PARTS = 10_000  # S3's limit
 # Arguments of CreateMultipartUpload that a tenant write sets (MLflow applies

@@ -21,8 +21,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from mlflow_tenant_plugins.tenancy.usage import QuotaExceeded, UsageLedger
+from mlflow_tenant_plugins.tenancy.errors import QuotaExceeded
+
+if TYPE_CHECKING:
+    from mlflow_tenant_plugins.tenancy.usage import UsageLedger
 
 RESOURCE = "storage_bytes"
 MIN_PART_BYTES = 5 * 2**20  # S3: every part but the last is at least 5 MiB

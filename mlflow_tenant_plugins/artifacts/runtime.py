@@ -8,12 +8,14 @@ from __future__ import annotations
 import dataclasses
 import threading
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from mlflow_tenant_plugins.artifacts.credentials import TenantCredentials, kms_key_for
 from mlflow_tenant_plugins.artifacts.quota import StorageQuota
 from mlflow_tenant_plugins.config import Settings, load_settings
-from mlflow_tenant_plugins.tenancy.db import get_engine
-from mlflow_tenant_plugins.tenancy.usage import UsageLedger
+
+if TYPE_CHECKING:
+    from mlflow_tenant_plugins.tenancy.usage import UsageLedger
 
 _runtimes: dict[tuple, Runtime] = {}
 _lock = threading.Lock()
@@ -27,6 +29,11 @@ class Runtime:
     @cached_property
     def ledger(self) -> UsageLedger:
         # The server and the admin CLI read one configuration, so they share this database.
+        # Imported here: the repository module is loaded in every MLflow client process,
+        # which must not pay for SQLAlchemy and the registry it never uses.
+        from mlflow_tenant_plugins.tenancy.db import get_engine
+        from mlflow_tenant_plugins.tenancy.usage import UsageLedger
+
         return UsageLedger(get_engine(self.settings.database_uri))
 
     def quota(self, tenant: str) -> StorageQuota:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 from mlflow.exceptions import MlflowException
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     VIEWER = "viewer"
     EDITOR = "editor"
     DEPLOYER = "deployer"

@@ -13,12 +13,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import RESOURCE_EXHAUSTED
 from sqlalchemy import case, select, update
 from sqlalchemy.engine import Engine
 
+from mlflow_tenant_plugins.tenancy.errors import QuotaExceeded
 from mlflow_tenant_plugins.tenancy.models import TenantRow, UsageRow, utcnow
-from mlflow_tenant_plugins.tenancy.quotas import format_size
 
 # resource name -> the tenant column that limits it
 RESOURCES = {
@@ -41,24 +40,6 @@ class Usage:
 
     def to_dict(self) -> dict:
         return {"resource": self.resource, "used": self.used, "limit": self.limit}
-
-
-def _describe(resource: str, n: int) -> str:
-    return format_size(n) if resource == "storage_bytes" else str(n)
-
-
-class QuotaExceeded(MlflowException):
-    """429 RESOURCE_EXHAUSTED naming the quota, its limit and the current use."""
-
-    def __init__(self, tenant: str, resource: str, requested: int, used: int, limit: int):
-        self.tenant, self.resource = tenant, resource
-        self.requested, self.used, self.limit = requested, used, limit
-        super().__init__(
-            f"quota exceeded for tenant '{tenant}': {resource} limit is "
-            f"{_describe(resource, limit)} ({limit}), {_describe(resource, used)} ({used}) in use, "
-            f"this request needs {_describe(resource, requested)} ({requested}) more",
-            RESOURCE_EXHAUSTED,
-        )
 
 
 def _check_resource(resource: str) -> None:
