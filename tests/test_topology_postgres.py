@@ -1,0 +1,125 @@
+"""The production topology: two tenant-auth instances (several uvicorn workers each) on one
+PostgreSQL database, as an autoscaling group behind a load balancer runs them. Clients of
+several tenants drive both at once; no request fails, nothing of one tenant reaches another,
+and a key revoked through one instance is refused by the other within the cache bound.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+
+import pytest
+import requests
+
+from tests.fixtures.postgres import create_database, drop_database, pg_url_for
+from tests.fixtures.servers import MlflowServer, start_mlflow_server, stop_mlflow_server
+
+TTL_SECONDS = 2.0
+
+
+@pytest.fixture(scope="module")
+def pg_topology_url():
+    name = create_database("mlt_topology")
+    yield pg_url_for(name)
+    drop_database(name)
+
+
+@pytest.fixture(scope="module")
+def instances(pg_topology_url, tmp_path_factory):
+    pg_fresh_url = pg_topology_url
+    env = {"MLFLOW_TENANT_AUTH_CACHE_TTL_SECONDS": str(TTL_SECONDS)}
+    first = start_mlflow_server(tmp_path_factory.mktemp("inst-a"), backend_uri=pg_fresh_url,
+                                workers=4, extra_env=env)
+    # Same secret for CSRF on every instance, as a deployment would configure it.
+    env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = first.env["MLFLOW_FLASK_SERVER_SECRET_KEY"]
+    try:
+        second = start_mlflow_server(tmp_path_factory.mktemp("inst-b"),
+                                     backend_uri=pg_fresh_url, workers=2, extra_env=env)
+    except Exception:
+        stop_mlflow_server(first)
+        raise
+    _info, admin_key = first.registry.create_key(None, "admin", principal="platform-admin")
+    first.admin_key = second.admin_key = admin_key
+    yield first, second
+    stop_mlflow_server(second)
+    stop_mlflow_server(first)
+
+
+def test_two_instances_serve_many_tenants_without_errors_or_leaks(instances):
+    first, second = instances
+    reg = first.registry
+    tenants = {}
+    for i in range(3):
+        name = f"topo{i}"
+        reg.create_tenant(name)
+        tenants[name] = reg.create_key(name, "editor")[1]
+    failures: list[str] = []
+    leaks: list[str] = []
+    servers = itertools.cycle([first, second])
+    lock = threading.Lock()
+
+    def drive(tenant: str, key: str, server: MlflowServer) -> None:
+        s = server.session(key)
+        for n in range(6):
+            target = next(servers) if n % 2 else server
+            url = target.url
+            r = s.post(f"{url}/api/2.0/mlflow/experiments/create",
+                       json={"name": f"{tenant}-exp-{n}-{server.url[-5:]}"})
+            if r.status_code != 200:
+                with lock:
+                    failures.append(f"create {tenant}: {r.status_code} {r.text[:120]}")
+                continue
+            exp_id = r.json()["experiment_id"]
+            run = s.post(f"{url}/api/2.0/mlflow/runs/create", json={"experiment_id": exp_id})
+            if run.status_code != 200:
+                with lock:
+                    failures.append(f"run {tenant}: {run.status_code} {run.text[:120]}")
+                continue
+            run_id = run.json()["run"]["info"]["run_id"]
+            r = s.post(f"{url}/api/2.0/mlflow/runs/log-metric",
+                       json={"run_id": run_id, "key": "m", "value": n, "timestamp": n})
+            found = s.post(f"{url}/api/2.0/mlflow/experiments/search",
+                           json={"max_results": 100}).json().get("experiments", [])
+            foreign = [e["name"] for e in found if not e["name"].startswith(f"{tenant}-")
+                       and e["name"] != "Default"]
+            with lock:
+                if r.status_code != 200:
+                    failures.append(f"log {tenant}: {r.status_code}")
+                leaks.extend(foreign)
+
+    threads = [threading.Thread(target=drive, args=(t, k, srv))
+               for (t, k), srv in zip(sorted(tenants.items()) * 2,
+                                      [first, second] * 3, strict=False)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not failures, failures
+    assert not leaks, leaks
+
+
+def test_key_revoked_through_one_instance_is_refused_by_the_other_within_the_bound(instances):
+    first, second = instances
+    reg = first.registry
+    reg.create_tenant("revoke-me")
+    info, key = reg.create_key("revoke-me", "editor")
+
+    def status(server: MlflowServer) -> int:
+        return requests.post(f"{server.url}/api/2.0/mlflow/experiments/search",
+                             json={"max_results": 1},
+                             headers={"Authorization": f"Bearer {key}"}, timeout=30).status_code
+
+    # warm every worker's cache on the second instance
+    assert all(status(second) == 200 for _ in range(8))
+    admin = first.session(first.admin_key)
+    r = admin.post(f"{first.url}/api/2.0/tenants/keys/revoke", json={"key_id": info.key_id})
+    assert r.status_code == 200, r.text
+    revoked_at = time.monotonic()
+    deadline = revoked_at + TTL_SECONDS + 1.0
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+    # after the bound, every worker of both instances refuses it
+    assert [status(second) for _ in range(8)] == [401] * 8
+    assert [status(first) for _ in range(8)] == [401] * 8
