@@ -24,7 +24,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import parse_qsl, urlsplit
 
 import requests
@@ -97,7 +97,7 @@ def decode_signed_request(raw: str) -> SignedRequest:
     except ValueError:
         raise IamError("the signed request has no valid X-Amz-Date") from None
     return SignedRequest(url, body, headers, frozenset(match.group(1).split(";")),
-                         signed_at.replace(tzinfo=timezone.utc))
+                         signed_at.replace(tzinfo=UTC))
 
 
 def _origin(url: str) -> str:

@@ -24,10 +24,10 @@ import logging
 import os
 import re
 import stat
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-import tomllib
 from mlflow.exceptions import MlflowException
 
 _logger = logging.getLogger(__name__)

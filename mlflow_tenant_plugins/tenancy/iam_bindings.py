@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
@@ -173,5 +173,5 @@ def _match(arn: str, tenant: str) -> tuple:
 def _binding(row) -> IamBinding:
     created = row.created_at
     if created is not None and created.tzinfo is None:  # sqlite drops the zone; it was UTC
-        created = created.replace(tzinfo=timezone.utc)
+        created = created.replace(tzinfo=UTC)
     return IamBinding(arn=row.arn, tenant=row.tenant, role=row.role, created_at=created)
