@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from unittest import mock
 
@@ -232,7 +232,7 @@ def test_assumed_role_session_acts_as_its_role(world):
     (timedelta(minutes=10), "dated in the future"),
 ])
 def test_stale_or_future_signatures_are_refused(world, shift, reason):
-    at = datetime.now(timezone.utc).replace(tzinfo=None) + shift
+    at = datetime.now(UTC).replace(tzinfo=None) + shift
     with mock.patch("botocore.auth.get_current_datetime", return_value=at):
         header = _signed(world)
     response = _search(world, header)

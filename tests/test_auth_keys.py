@@ -119,7 +119,7 @@ def test_revocation_and_suspension_take_effect_within_the_cache_bound(
     reg.set_status(tenant, "active")
     time.sleep(1.2)
     assert _get_experiments(tenant_server, {"Authorization": f"Bearer {key}"}).status_code == 200
-    info = [k for k in reg.list_keys(tenant) if k.principal.endswith(key.split("_")[1])][0]
+    info = next(k for k in reg.list_keys(tenant) if k.principal.endswith(key.split("_")[1]))
     reg.revoke_key(info.key_id)
     time.sleep(1.2)
     assert _get_experiments(tenant_server, {"Authorization": f"Bearer {key}"}).status_code == 401

@@ -22,7 +22,8 @@ TTL_SECONDS = 2.0
 @pytest.fixture(scope="module")
 def pg_topology_url():
     name = create_database("mlt_topology")
-    yield pg_url_for(name)
+    # The plain scheme, as an admin types it (psycopg 3 under SQLAlchemy 2.1).
+    yield pg_url_for(name).replace("postgresql+psycopg2://", "postgresql://")
     drop_database(name)
 
 
