@@ -37,24 +37,35 @@ class Settings:
     auth_cache_ttl_seconds: float = 5.0
     # Enabled authentication methods, in the order they are tried.
     auth_methods: tuple[str, ...] = ("key",)
-    # AWS ALB OIDC (``x-amzn-oidc-data``).
+    # AWS ALB OIDC (``x-amzn-oidc-data``): where the ALB's public key for a token's ``kid``
+    # is fetched (``{region}`` and ``{kid}`` are filled in).
     alb_public_key_url: str = "https://public-keys.auth.elb.{region}.amazonaws.com/{kid}"
+    # Region of the ALB when its ARN does not give one.
     alb_region: str = "us-east-1"
+    # ARNs of the load balancers whose tokens are accepted (the token's ``signer``).
     alb_arns: tuple[str, ...] = ()
+    # Claim naming the principal (its user name on the platform).
     alb_principal_claim: str = "email"
+    # Claim naming the tenant the user acts in.
     alb_tenant_claim: str = "custom:tenant"
+    # Claim naming the user's role in that tenant (viewer when absent).
     alb_role_claim: str = "custom:role"
     # Trusted proxy headers, accepted only from these client addresses.
     proxy_addresses: tuple[str, ...] = ()
+    # Header in which the trusted proxy names the user.
     proxy_user_header: str = "X-Forwarded-User"
+    # Header in which the trusted proxy names the tenant.
     proxy_tenant_header: str = "X-Forwarded-Tenant"
+    # Header in which the trusted proxy names the role (viewer when absent).
     proxy_role_header: str = "X-Forwarded-Role"
     # AWS IAM identity: where presigned GetCallerIdentity calls are replayed, and the
     # server id the client must sign so a request cannot be replayed elsewhere.
     sts_endpoint: str = "https://sts.amazonaws.com/"
+    # This platform's id, which clients sign into their IAM requests (required for aws-iam).
     server_id: str = ""
     # AWS for artifacts and deployments (empty: boto3's defaults).
     aws_region: str = "us-east-1"
+    # Endpoint URL for every AWS service (an emulator in tests and the demo).
     aws_endpoint_url: str = ""
     # tenant-s3 artifacts (mlflow_tenant_plugins.artifacts).
     # How S3 calls made for a tenant get their credentials:
@@ -106,8 +117,8 @@ class Settings:
     deploy_alarm_latency_p99_ms: float = 1000.0  # ModelLatency p99 (AWS reports microseconds)
     deploy_alarm_cpu_percent: float = 90.0  # CPUUtilization average (100 per vCPU)
     deploy_alarm_memory_percent: float = 90.0  # MemoryUtilization average
-    deploy_alarm_period_seconds: float = 60.0
-    deploy_alarm_evaluation_periods: float = 5.0
+    deploy_alarm_period_seconds: float = 60.0  # period of every endpoint alarm
+    deploy_alarm_evaluation_periods: float = 5.0  # periods over threshold before ALARM
     # Application Auto Scaling target: SageMakerVariantInvocationsPerInstance per minute.
     deploy_target_invocations_per_instance: float = 100.0
     extra: dict = field(default_factory=dict)
