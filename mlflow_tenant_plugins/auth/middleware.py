@@ -19,6 +19,9 @@ from mlflow_tenant_plugins.auth.engine import unauthenticated_body
 from mlflow_tenant_plugins.routes import PLATFORM_ONLY_PREFIXES
 
 _WS_HEADER = WORKSPACE_HEADER_NAME.lower().encode()
+# The authentication result, left in the request's scope for observers outside this
+# middleware (monitoring.metrics): ASGI hands them the same scope object.
+AUTH_RESULT_SCOPE_KEY = "mlt.auth_result"
 
 
 async def _send_json(send, status: int, body: str, extra: list | None = None) -> None:
@@ -42,6 +45,7 @@ class TenantMiddleware:
                    for k, v in scope.get("headers", [])}
         client = scope.get("client")
         result = self.authenticator.authenticate(headers, client[0] if client else None)
+        scope[AUTH_RESULT_SCOPE_KEY] = result
         if isinstance(result, Refusal):
             await _send_json(send, 401, unauthenticated_body(result.reason),
                              [(b"www-authenticate", b'Basic realm="mlflow"')])
