@@ -41,6 +41,9 @@ class Undo:
     def push(self, what: str, fn: Callable[[], Any]) -> None:
         self._steps.append((what, fn))
 
+    def drop_last(self) -> None:
+        self._steps.pop()
+
     def run(self) -> list[str]:
         """Undo everything, newest first; returns what could not be undone."""
         failed = []
@@ -75,7 +78,6 @@ class Plan:
     tags: dict[str, str]
     topic_arn: str | None
     reserved_instances: int  # instances this call reserved (create: max; update: the increase)
-    etag: str = ""
     # update only
     strategy: str = "replace"
     deployment_config: dict | None = None
@@ -277,7 +279,7 @@ class Operations:
             undo.push("switch endpoint back", lambda: self._switch_back(plan, deadline))
             desc = self.wait_settled(endpoint, deadline)
             if desc["EndpointStatus"] != "InService" or desc["EndpointConfigName"] != config_name:
-                undo._steps.pop()  # SageMaker already kept or restored the old config
+                undo.drop_last()  # SageMaker already kept or restored the old config
                 raise DeployFailed(desc.get("FailureReason") or
                                    f"endpoint {desc['EndpointStatus']} after the update")
             old_thresholds = cur["thresholds"]

@@ -186,7 +186,7 @@ class DeploymentService(DeploymentQueries):
             topic_arn=tenant.alarm_topic_arn, reserved_instances=hi,
         )
         record = self._record(plan, "create", "Creating")
-        plan.etag = self.storage.claim(tenant.name, name, record, "create", self._stale_after())
+        self.storage.claim(tenant.name, name, record, "create", self._stale_after())
         undo = Undo()
         undo.push("drop record", lambda: self.storage.delete_record(tenant.name, name))
         ledger = self.registry.ledger
@@ -267,7 +267,7 @@ class DeploymentService(DeploymentQueries):
         if strategy == "blue-green":
             plan.deployment_config = self._blue_green(names, cfg)
         record = self._record(plan, "update", "Updating")
-        plan.etag = self.storage.claim(tenant.name, name, record, "update", self._stale_after())
+        self.storage.claim(tenant.name, name, record, "update", self._stale_after())
         try:
             self.registry.ledger.reserve(tenant.name, "instances", plan.reserved_instances)
         except BaseException:
