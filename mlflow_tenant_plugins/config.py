@@ -121,6 +121,18 @@ class Settings:
     deploy_alarm_evaluation_periods: float = 5.0  # periods over threshold before ALARM
     # Application Auto Scaling target: SageMakerVariantInvocationsPerInstance per minute.
     deploy_target_invocations_per_instance: float = 100.0
+    # Tenant usage to CloudWatch (mlflow_tenant_plugins.monitoring): seconds between
+    # publishes from the server, by one worker of one instance at a time (a lease in the
+    # database); 0 turns the periodic publish off (``mlflow-tenants usage --publish`` still
+    # publishes once).
+    usage_publish_interval_seconds: float = 0.0
+    # CloudWatch namespace of the per-tenant usage metrics (dimension ``Tenant``).
+    usage_metrics_namespace: str = "MLflow/Tenants"
+    # A tenant's usage alarm fires when any of its quotas is this full (percent).
+    usage_alarm_threshold_percent: float = 90.0
+    # SNS topic of the usage alarms of tenants without an alarm topic of their own (empty:
+    # those alarms notify nobody, their state still shows in CloudWatch).
+    usage_alarm_topic_arn: str = ""
     extra: dict = field(default_factory=dict)
 
     @property
