@@ -468,6 +468,18 @@ def usage(app: App, tenant: str | None, as_json: bool) -> None:
     emit(as_json, report[0] if tenant else report, usage_lines(report))
 
 
+@verb(cli, "validate")
+@click.argument("data")
+@click.option("--rules", required=True, metavar="RULES", help="The tenant's rules file (YAML).")
+@click.option("--run-id", metavar="ID", help="Log the dataset, verdict and report to this run "
+              "(server from MLFLOW_TRACKING_URI, key from MLFLOW_TRACKING_TOKEN).")
+def validate_data(app: App, data: str, rules: str, run_id: str | None, as_json: bool) -> int:
+    """Check DATA (CSV or Parquet) against RULES; exit 1 when it fails them."""
+    from mlflow_tenant_plugins.validation.command import run
+
+    return run(data, rules, run_id=run_id, as_json=as_json, tracking_uri=app.tracking_uri)
+
+
 # -- entry point ---------------------------------------------------------------------------------
 def one_line(message: object) -> str:
     return " ".join(str(message).split())
