@@ -1,0 +1,136 @@
+"""The admin usage page, ``GET /api/2.0/tenants/usage-page`` (platform admins only).
+
+Server-rendered HTML (a Jinja template shipped in the package, no JavaScript): each tenant's
+storage, endpoints and instances as bars against its quotas, coloured by how close they are
+to the alarm threshold, and the CloudWatch alarm states of its endpoints. Endpoints are
+looked up only for tenants whose ledger shows some, so a platform without deployments makes
+no AWS call here; an AWS failure shows in the tenant's row instead of failing the page.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import importlib.util
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Blueprint, render_template_string
+from mlflow.server.handlers import catch_mlflow_exception
+
+from mlflow_tenant_plugins.auth.identity import require_platform_admin
+from mlflow_tenant_plugins.config import Settings, load_settings
+from mlflow_tenant_plugins.monitoring.snapshot import TenantUsage, snapshot
+from mlflow_tenant_plugins.tenancy import TenantRegistry
+from mlflow_tenant_plugins.tenancy.models import utcnow
+from mlflow_tenant_plugins.tenancy.quotas import format_size
+
+_logger = logging.getLogger(__name__)
+PATH = "/usage-page"
+blueprint = Blueprint("tenant_monitoring", __name__, url_prefix="/api/2.0/tenants")
+_state: dict[str, Any] = {}
+_LABELS = {"storage_bytes": "storage", "endpoints": "endpoints", "instances": "instances"}
+
+
+def init(registry: TenantRegistry, settings: Settings | None = None) -> None:
+    _state["registry"] = registry
+    _state["settings"] = settings
+
+
+def _settings() -> Settings:
+    if _state.get("settings") is None:
+        _state["settings"] = load_settings()
+    return _state["settings"]
+
+
+@dataclass(frozen=True)
+class Bar:
+    resource: str
+    used: str
+    limit: str
+    percent: int  # of the quota, may exceed 100
+    width: int  # of the bar, 0–100
+    level: str  # ok / warn / over
+
+
+@dataclass
+class Row:
+    tenant: str
+    status: str
+    bars: list[Bar]
+    endpoints: list[dict[str, Any]] = field(default_factory=list)
+    note: str = ""
+
+
+def bar(u: TenantUsage, resource: str, threshold: float) -> Bar:
+    def fmt(n: int) -> str:
+        return format_size(n) if resource == "storage_bytes" else str(n)
+
+    fraction = u.utilization(resource)
+    percent = round(100 * fraction)
+    level = "over" if 100 * fraction >= threshold else (
+        "warn" if 100 * fraction >= 0.75 * threshold else "ok")
+    return Bar(_LABELS[resource], fmt(u.used[resource]), fmt(u.limits[resource]), percent,
+               max(0, min(100, percent)), level)
+
+
+def endpoint_alarms(tenant: str) -> list[dict[str, Any]]:
+    """The tenant's deployments with their alarms' states, through the deployment service
+    (its ownership check by tag is the one every deployment call makes)."""
+    from mlflow_tenant_plugins.deployments import alarms
+    from mlflow_tenant_plugins.deployments.names import Names
+    from mlflow_tenant_plugins.deployments.routes import get_service
+
+    service = get_service()
+    out = []
+    for dep in service.list(tenant):
+        states = alarms.describe(service.aws.cloudwatch, Names(tenant, dep["name"]))
+        out.append({"name": dep["name"], "status": dep.get("status", ""),
+                    "alarms": [{"name": a["name"], "metric": a["metric"],
+                                "state": a.get("state") or "UNKNOWN"} for a in states]})
+    return out
+
+
+def _deployments_available() -> bool:
+    return importlib.util.find_spec("mlflow_tenant_plugins.deployments.routes") is not None
+
+
+def build_rows(usages: list[TenantUsage], threshold: float) -> list[Row]:
+    rows = []
+    for u in usages:
+        row = Row(u.tenant, u.status, [bar(u, r, threshold) for r in _LABELS])
+        if u.used["endpoints"] == 0 or not _deployments_available():
+            row.note = "no endpoints"
+        else:
+            try:
+                row.endpoints = endpoint_alarms(u.tenant)
+                row.note = "" if row.endpoints else "no endpoints"
+            except Exception as exc:
+                _logger.warning("alarm states of tenant %s unavailable", u.tenant, exc_info=True)
+                row.note = f"alarm states unavailable: {type(exc).__name__}"
+        rows.append(row)
+    return rows
+
+
+def render(usages: list[TenantUsage], threshold: float) -> str:
+    rows = build_rows(usages, threshold)
+    template = (importlib.resources.files(__package__) / "templates" / "usage_page.html")
+    return render_template_string(
+        template.read_text(encoding="utf-8"),
+        rows=rows,
+        threshold=f"{threshold:g}",
+        warn=f"{0.75 * threshold:g}",
+        over=sum(1 for u in usages if 100 * u.max_utilization >= threshold),
+        alarming=sum(1 for r in rows for e in r.endpoints for a in e["alarms"]
+                     if a["state"] == "ALARM"),
+        generated=utcnow().strftime("%Y-%m-%d %H:%M:%S"),
+    )
+
+
+@blueprint.route(PATH, methods=["GET"])
+@catch_mlflow_exception
+def usage_page():
+    require_platform_admin()
+    threshold = _settings().usage_alarm_threshold_percent
+    html = render(snapshot(_state["registry"]), threshold)
+    return html, 200, {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"}
