@@ -75,6 +75,7 @@ def create_app():
             "mlflow.server.auth was imported before tenant-auth could configure it",
             INVALID_STATE,
         )
+    from mlflow_tenant_plugins import monitoring
     from mlflow_tenant_plugins.auth import engine as auth_engine
     from mlflow_tenant_plugins.auth.authenticator import Authenticator
     from mlflow_tenant_plugins.auth.methods import build_methods
@@ -93,6 +94,8 @@ def create_app():
     app = engine.create_app()
     _check_route_coverage(engine, app)
     app.add_middleware(TenantMiddleware, authenticator=authenticator)
+    # Outside the tenant middleware: per-tenant metrics, and the usage publisher if set.
+    monitoring.install(app, settings, registry)
     return app
 
 
