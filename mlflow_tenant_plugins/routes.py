@@ -47,8 +47,11 @@ def _authenticated() -> bool:
 
 
 def _blueprints(registry: TenantRegistry) -> list[Blueprint]:
+    from mlflow_tenant_plugins.monitoring import page as usage_page
+
     admin_api.init(registry)
-    found = [admin_api.blueprint]
+    usage_page.init(registry)
+    found = [admin_api.blueprint, usage_page.blueprint]
     if importlib.util.find_spec("mlflow_tenant_plugins.deployments.routes") is not None:
         from mlflow_tenant_plugins.deployments import routes as deployment_routes
 
