@@ -382,7 +382,7 @@ def test_tenant_requiring_validation_cannot_deploy_without_a_passing_gate(
     with pytest.raises(MlflowException) as exc:
         svc.create(tenant, "gated", pyfunc_model)
     assert exc.value.error_code == "INVALID_PARAMETER_VALUE"
-    assert "no data-validation gate" in exc.value.message
+    assert "deploys only validated models" in exc.value.message  # the gate refuses
     deploy_env.registry.update_tenant(tenant, require_validation=False)
 
     def refuse(tenant_obj, model_ref):

@@ -27,7 +27,7 @@ from mlflow_tenant_plugins.config import Settings
 from mlflow_tenant_plugins.deployments import alarms, scaling
 from mlflow_tenant_plugins.deployments import names as n
 from mlflow_tenant_plugins.deployments.aws import AwsClients, is_not_found
-from mlflow_tenant_plugins.deployments.model_source import ModelRef, ModelResolver
+from mlflow_tenant_plugins.deployments.model_source import ModelRef, ModelResolver, _workspace
 from mlflow_tenant_plugins.deployments.operations import Operations, Plan, Undo
 from mlflow_tenant_plugins.deployments.options import (
     CLIENT_ONLY,
@@ -123,7 +123,8 @@ class DeploymentService(DeploymentQueries):
                     f"tenant '{tenant.name}' deploys only validated models, and this platform "
                     "has no data-validation gate installed"
                 ) from None
-            check_deploy(tenant, model)
+            with _workspace(tenant.name):  # the run is looked up in the tenant's own store
+                check_deploy(tenant, model, tracking_uri=self.resolver.tracking_uri)
         for check in self.checks:
             check(tenant, model)
 
