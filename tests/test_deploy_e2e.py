@@ -1,13 +1,10 @@
 """End to end: the stock ``mlflow deployments`` CLI as a subprocess against a real
 ``mlflow server --app-name tenant-auth``, deploying a model a tenant registered with the stock
-client, to the patched moto. One server per module; the slow part (CLI processes) is kept to
-one lifecycle, the cross-tenant refusals use the client plugin in-process.
-
-The server's proxied artifacts are MLflow's local store here (workspace-scoped paths), and
-model packages go to moto's S3 under the same ``workspaces/<tenant>/`` layout through
-``deploy_package_root``: with ``tenant-s3://`` as destination the server does not yet bind
-the destination repository per request (the tenant-s3 end-to-end test marks that gap), so a
-second tenant could not log its model.
+client, to the patched moto. The server's artifacts are ``tenant-s3://`` in moto, so the
+model is read from the tenant's prefix and its package written there (``deploy_package_root``
+left empty: derived from ``--artifacts-destination``). One server per module; the slow part
+(CLI processes) is kept to one lifecycle, the cross-tenant refusals use the client plugin
+in-process.
 """
 
 from __future__ import annotations
@@ -42,11 +39,12 @@ def deploy_server(sagemaker_moto, tmp_path_factory):
     env = {
         **sagemaker_moto.env(),
         "MLFLOW_TENANT_AWS_ENDPOINT_URL": sagemaker_moto.url,
-        "MLFLOW_TENANT_DEPLOY_PACKAGE_ROOT": f"s3://{bucket}/root/workspaces/{{tenant}}/deployments",
         "MLFLOW_TENANT_DEPLOY_POLL_SECONDS": "0.2",
         "MLFLOW_TENANT_DEPLOY_TIMEOUT_SECONDS": "60",
     }
-    server = start_mlflow_server(tmp_path_factory.mktemp("deploy-server"), extra_env=env)
+    server = start_mlflow_server(tmp_path_factory.mktemp("deploy-server"),
+                                 artifacts_destination=f"tenant-s3://{bucket}/root",
+                                 extra_env=env)
     server.bucket = bucket
     yield server
     stop_mlflow_server(server)
