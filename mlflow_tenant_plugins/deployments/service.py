@@ -112,9 +112,9 @@ class DeploymentService(DeploymentQueries):
     def _gate(self, tenant: Tenant, model: ModelRef) -> None:
         """Checks before a deploy. A tenant with ``require_validation`` deploys only models
         whose training run passed data validation: the gate is
-        ``mlflow_tenant_plugins.validation.gate.check_deploy(tenant, model_ref)`` (raises
-        400 naming the run and what is missing); without it such a tenant cannot deploy
-        (fail closed)."""
+        ``mlflow_tenant_plugins.validation.gate.check_deploy(tenant, model_ref, tracking_uri=)``
+        (raises 400 naming the run and what is missing); without it such a tenant cannot
+        deploy (fail closed)."""
         if tenant.require_validation:
             try:
                 from mlflow_tenant_plugins.validation.gate import check_deploy
