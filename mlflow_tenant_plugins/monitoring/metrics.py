@@ -20,12 +20,12 @@ import time
 from collections.abc import Callable
 
 import anyio
-from mlflow.server.auth import is_unprotected_route
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
-from mlflow_tenant_plugins.auth.middleware import AUTH_RESULT_SCOPE_KEY
+from mlflow_tenant_plugins.auth.authenticator import Refusal
 from mlflow_tenant_plugins.monitoring import labels
 from mlflow_tenant_plugins.monitoring.snapshot import TenantUsage
+from mlflow_tenant_plugins.tenancy.entities import Identity
 from mlflow_tenant_plugins.tenancy.usage import RESOURCES
 
 _logger = logging.getLogger(__name__)
@@ -75,9 +75,10 @@ class TenantMetrics:
             multiprocess_mode="mostrecent", **kw("The tenant's quota for the resource."))
         self._known: set[str] = set()
 
-    def observe(self, result: object, status: int, path: str, seconds: float,
-                headers: dict[str, str], body: bytes, proxy_user_header: str) -> None:
-        tenant = labels.tenant_label(result)  # type: ignore[arg-type]
+    def observe(self, result: Identity | Refusal | None, status: int, path: str,
+                seconds: float, headers: dict[str, str], body: bytes,
+                proxy_user_header: str = "x-forwarded-user") -> None:
+        tenant = labels.tenant_label(result)
         group = labels.route_group(path)
         self.requests.labels(tenant, group, labels.status_class(status)).inc()
         self.latency.labels(tenant, group).observe(seconds)
@@ -124,6 +125,13 @@ class MetricsMiddleware:
 
     def __init__(self, app, metrics: TenantMetrics, usage: Callable[[], list[TenantUsage]],
                  proxy_user_header: str = "x-forwarded-user", min_refresh_seconds: float = 1.0):
+        # Imported here: importing mlflow.server.auth reads basic-auth's config.
+        from mlflow.server.auth import is_unprotected_route
+
+        from mlflow_tenant_plugins.auth.middleware import AUTH_RESULT_SCOPE_KEY
+
+        self.is_unprotected = is_unprotected_route
+        self.scope_key = AUTH_RESULT_SCOPE_KEY
         self.app = app
         self.metrics = metrics
         self.usage = usage
@@ -144,7 +152,7 @@ class MetricsMiddleware:
 
     async def __call__(self, scope, receive, send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
-        if not path or is_unprotected_route(path):
+        if not path or self.is_unprotected(path):
             await self.app(scope, receive, send)
             return
         if path == METRICS_PATH:
@@ -167,7 +175,7 @@ class MetricsMiddleware:
             try:
                 headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                            for k, v in scope.get("headers", [])} if status == 401 else {}
-                self.metrics.observe(scope.get(AUTH_RESULT_SCOPE_KEY), status, path,
+                self.metrics.observe(scope.get(self.scope_key), status, path,
                                      time.perf_counter() - started, headers, bytes(body),
                                      self.proxy_user_header)
             except Exception:

@@ -247,3 +247,24 @@ def start_periodic(registry: TenantRegistry, settings: Settings) -> PeriodicPubl
         _logger.exception("cannot publish tenant usage to CloudWatch")
         return None
     return PeriodicPublisher(publisher, lease, interval).start()
+
+
+def publish_once(registry: TenantRegistry, tenant: str | None = None,
+                 settings: Settings | None = None) -> dict[str, Any]:
+    """One publish for ``mlflow-tenants usage --publish`` (no lease: an admin's explicit
+    publish may overlap the server's; a second sample in the same minute is harmless)."""
+    from mlflow_tenant_plugins.config import load_settings
+
+    settings = settings or load_settings()
+    publisher = UsagePublisher(registry, settings)
+    report = publisher.publish([registry.get_tenant(tenant).name] if tenant else None)
+    return {"namespace": publisher.namespace, **report.to_dict()}
+
+
+def publish_line(done: dict[str, Any]) -> str:
+    alarms = ""
+    if done["alarms_written"] or done["alarms_deleted"]:
+        alarms = (f"; alarms written {len(done['alarms_written'])}, "
+                  f"deleted {len(done['alarms_deleted'])}")
+    return (f"published {done['data_points']} data points of {done['tenants']} tenant(s) to "
+            f"CloudWatch namespace {done['namespace']}{alarms}")
