@@ -462,9 +462,18 @@ def usage_lines(report: list[dict]) -> list[str]:
 
 @verb(cli, "usage")
 @click.argument("tenant", required=False)
-def usage(app: App, tenant: str | None, as_json: bool) -> None:
+@click.option("--publish", is_flag=True, help="Also publish the usage to CloudWatch once: "
+              "metrics and quota alarms (settings usage_* and aws_*).")
+def usage(app: App, tenant: str | None, publish: bool, as_json: bool) -> None:
     """Show each tenant's use against its quotas (of TENANT, or of every tenant)."""
     report = usage_report(app.registry, tenant)
+    if publish:
+        from mlflow_tenant_plugins.monitoring.publisher import publish_line, publish_once
+
+        done = publish_once(app.registry, tenant)
+        data = {"usage": report[0] if tenant else report, "published": done}
+        emit(as_json, data, [*usage_lines(report), publish_line(done)])
+        return
     emit(as_json, report[0] if tenant else report, usage_lines(report))
 
 

@@ -17,7 +17,6 @@ EXAMPLES = 5  # failing values shown per rule
 _BUILTIN = {
     "not_nullable": "nullable: false",
     "field_uniqueness": "unique: true",
-    "multiple_fields_uniqueness": "unique",
     "column_in_dataframe": "required column",
     "column_in_schema": "strict: true (no other columns)",
     "column_ordered": "ordered: true",
@@ -85,38 +84,50 @@ def _line(rules: Rules, rule: str, column: str | None, check: str, examples: lis
     return None
 
 
+def _entry(rules: Rules, df: pd.DataFrame, column: str | None, check: str, rule: str,
+           values: list, rows: list) -> dict[str, Any]:
+    examples: list[Any] = []
+    for v in values:
+        if v not in examples and len(examples) < EXAMPLES:
+            examples.append(v)
+    rows = [r for r in rows if r is not None][:EXAMPLES]
+    line = _line(rules, rule, column, check, examples)
+    message = _describe(rule, column, len(values), examples, rows, df, check)
+    return {"column": column, "rule": rule, "check": check, "count": len(values),
+            "examples": examples, "rows": rows, "rules_line": line,
+            "message": f"{message} (rules line {line})" if line else message}
+
+
+def _combinations(group: pd.DataFrame) -> tuple[list, list]:
+    """pandera reports a duplicated combination (table ``unique:``) once per column; here it
+    is one failure per row, its value the combination."""
+    by_row: dict[Any, dict[str, Any]] = {}
+    for column, value, row in zip(group["column"], group["failure_case"], group["index"],
+                                  strict=True):
+        by_row.setdefault(_jsonable(row), {})[str(column)] = _jsonable(value)
+    return list(by_row.values()), list(by_row)
+
+
 def failures_from(exc: Any, df: pd.DataFrame, rules: Rules) -> list[dict[str, Any]]:
     """One entry per failed rule from pandera's ``SchemaErrors``."""
     cases = exc.failure_cases
-    out: list[dict[str, Any]] = []
     keys = ["schema_context", "column", "check"]
-    cases = cases.assign(**{k: cases[k].astype(object).where(cases[k].notna(), None)
+    # Group on text: a table-level failure has no column, and NA keys group unreliably.
+    cases = cases.assign(**{k: ["" if _jsonable(v) is None else str(v) for v in cases[k]]
                             for k in keys})
+    out: list[dict[str, Any]] = []
+    combined = cases["check"] == "multiple_fields_uniqueness"
+    if combined.any():
+        values, rows = _combinations(cases[combined])
+        cols = rules.spec.get("unique") or []
+        out.append(_entry(rules, df, None, "multiple_fields_uniqueness",
+                          f"unique: [{', '.join(cols)}]", values, rows))
+        cases = cases[~combined]
     for (_context, column, check), group in cases.groupby(keys, dropna=False, sort=False):
-        column = None if column is None or (isinstance(column, float) and math.isnan(column)) \
-            else str(column)
-        check = str(check)
-        rule = _rule_name(check, column)
-        values = [_jsonable(v) for v in group["failure_case"].tolist()]
-        rows = [_jsonable(v) for v in group["index"].tolist() if v is not None]
-        unique_values: list[Any] = []
-        for v in values:
-            if v not in unique_values:
-                unique_values.append(v)
-        examples = unique_values[:EXAMPLES]
-        line = _line(rules, rule, column, check, examples)
-        rows = [r for r in rows if r is not None][:EXAMPLES]
-        message = _describe(rule, column, len(values), examples, rows, df, check)
-        out.append({
-            "column": column,
-            "rule": rule,
-            "check": check,
-            "count": len(values),
-            "examples": examples,
-            "rows": rows,
-            "rules_line": line,
-            "message": f"{message} (rules line {line})" if line else message,
-        })
+        column = column or None
+        out.append(_entry(rules, df, column, check, _rule_name(check, column),
+                          [_jsonable(v) for v in group["failure_case"].tolist()],
+                          [_jsonable(v) for v in group["index"].tolist()]))
     return out
 
 
