@@ -27,17 +27,24 @@ def pg_topology_url():
     drop_database(name)
 
 
+BUCKET = "mlt-topology"
+DESTINATION = f"tenant-s3://{BUCKET}/platform"
+
+
 @pytest.fixture(scope="module")
-def instances(pg_topology_url, tmp_path_factory):
+def instances(pg_topology_url, moto_server, tmp_path_factory):
     pg_fresh_url = pg_topology_url
-    env = {"MLFLOW_TENANT_AUTH_CACHE_TTL_SECONDS": str(TTL_SECONDS)}
+    moto_server.client("s3").create_bucket(Bucket=BUCKET)
+    env = {"MLFLOW_TENANT_AUTH_CACHE_TTL_SECONDS": str(TTL_SECONDS), **moto_server.env(),
+           "MLFLOW_TENANT_AWS_ENDPOINT_URL": moto_server.url}
     first = start_mlflow_server(tmp_path_factory.mktemp("inst-a"), backend_uri=pg_fresh_url,
-                                workers=4, extra_env=env)
+                                workers=4, extra_env=env, artifacts_destination=DESTINATION)
     # Same secret for CSRF on every instance, as a deployment would configure it.
     env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = first.env["MLFLOW_FLASK_SERVER_SECRET_KEY"]
     try:
         second = start_mlflow_server(tmp_path_factory.mktemp("inst-b"),
-                                     backend_uri=pg_fresh_url, workers=2, extra_env=env)
+                                     backend_uri=pg_fresh_url, workers=2, extra_env=env,
+                                     artifacts_destination=DESTINATION)
     except Exception:
         stop_mlflow_server(first)
         raise
@@ -124,3 +131,41 @@ def test_key_revoked_through_one_instance_is_refused_by_the_other_within_the_bou
     # after the bound, every worker of both instances refuses it
     assert [status(second) for _ in range(8)] == [401] * 8
     assert [status(first) for _ in range(8)] == [401] * 8
+
+
+def test_storage_quota_reserved_through_both_instances_is_never_exceeded(instances,
+                                                                          moto_server):
+    first, second = instances
+    from mlflow_tenant_plugins.tenancy import Quotas
+
+    reg = first.registry
+    size, fits = 4096, 6
+    reg.create_tenant("quota-race", quotas=Quotas(storage_bytes=size * fits))
+    key = reg.create_key("quota-race", "editor")[1]
+    s = first.session(key)
+    exp = s.post(f"{first.url}/api/2.0/mlflow/experiments/create", json={"name": "q"}).json()
+    run = s.post(f"{first.url}/api/2.0/mlflow/runs/create",
+                 json={"experiment_id": exp["experiment_id"]}).json()["run"]["info"]
+    codes: list[int] = []
+    lock = threading.Lock()
+
+    def upload(i: int) -> None:
+        server = (first, second)[i % 2]
+        path = f"{exp['experiment_id']}/{run['run_id']}/artifacts/blob-{i}.bin"
+        r = server.session(key).put(f"{server.url}/api/2.0/mlflow-artifacts/artifacts/{path}",
+                                    data=b"x" * size, timeout=120)
+        with lock:
+            codes.append(r.status_code)
+
+    threads = [threading.Thread(target=upload, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert sorted(set(codes)) == [200, 429], codes
+    assert codes.count(200) == fits
+    usage = reg.ledger.get("quota-race", "storage_bytes")
+    assert usage.used == size * fits <= usage.limit
+    listed = moto_server.client("s3").list_objects_v2(
+        Bucket=BUCKET, Prefix="platform/workspaces/quota-race/")
+    assert sum(o["Size"] for o in listed.get("Contents", [])) == size * fits
