@@ -41,9 +41,11 @@ ALICE = Identity("alice", "acme", Role.EDITOR, False, "key")
 ADMIN = Identity("platform-admin", None, None, True, "key")
 
 
-@pytest.fixture
-def registry(tmp_path: Path) -> TenantRegistry:
-    return TenantRegistry(f"sqlite:///{tmp_path}/registry.db")
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> TenantRegistry:
+    """One database for the module (MLflow's schema takes seconds to create); tests make
+    tenants, namespaces and lease keys of their own."""
+    return TenantRegistry(f"sqlite:///{tmp_path_factory.mktemp('monitoring')}/registry.db")
 
 
 def _sample(registry: CollectorRegistry, name: str, **want: str) -> float:
@@ -217,10 +219,9 @@ def _race(leases: list[Lease]) -> list[bool]:
 
 
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"])
-def test_lease_lets_exactly_one_of_two_publishers_through(db: str, request, tmp_path) -> None:
-    url = (f"sqlite:///{tmp_path}/lease.db" if db == "sqlite"
-           else request.getfixturevalue("pg_url"))
-    engine = TenantRegistry(url).engine
+def test_lease_lets_exactly_one_of_two_publishers_through(db: str, request, registry) -> None:
+    engine = (registry.engine if db == "sqlite"
+              else TenantRegistry(request.getfixturevalue("pg_url")).engine)
     for round_ in range(10):
         key = f"test-lease-{secrets.token_hex(4)}-{round_}"
         a, b = Lease(engine, key, 60, holder="a"), Lease(engine, key, 60, holder="b")
@@ -330,7 +331,8 @@ def test_publish_leaves_tenant_metrics_and_quota_alarms_in_cloudwatch(
 
     report = publisher.publish()
 
-    assert report.tenants == 3 and report.data_points == 24
+    everyone = len(registry.list_tenants())
+    assert report.tenants == everyone and report.data_points == 8 * everyone
     cw = aws_env.client("cloudwatch")
     ns = settings.usage_metrics_namespace
     listed = {(m["MetricName"], m["Dimensions"][0]["Value"])
@@ -354,7 +356,7 @@ def test_publish_leaves_tenant_metrics_and_quota_alarms_in_cloudwatch(
 
     alarms = {a["AlarmName"]: a for a in cw.describe_alarms(
         AlarmNamePrefix=publisher.alarm_prefix)["MetricAlarms"]}
-    assert set(alarms) == {publisher.alarm_name(t) for t in (full, light, own)}
+    assert set(alarms) == {publisher.alarm_name(t.name) for t in registry.list_tenants()}
     alarm = alarms[publisher.alarm_name(full)]
     assert alarm["MetricName"] == "QuotaUtilization" and alarm["Namespace"] == ns
     assert alarm["Threshold"] == 90.0
@@ -369,18 +371,18 @@ def test_republish_rewrites_only_changed_alarms_and_deletes_those_of_deleted_ten
 ) -> None:
     full, light, own = _tenants(registry, "arn:aws:sns:us-east-1:123456789012:t")
     publisher = UsagePublisher(registry, _settings(aws_env, usage_alarm_threshold_percent=80))
-    assert len(publisher.publish().alarms_written) == 3
+    assert len(publisher.publish().alarms_written) == len(registry.list_tenants())
 
     registry.delete_tenant(own, force=True)
     again = publisher.publish()
 
     assert again.alarms_written == []
     assert again.alarms_deleted == [publisher.alarm_name(own)]
-    left = aws_env.client("cloudwatch").describe_alarms(
-        AlarmNamePrefix=publisher.alarm_prefix)["MetricAlarms"]
-    assert {a["AlarmName"] for a in left} == {publisher.alarm_name(full),
-                                              publisher.alarm_name(light)}
-    assert {a["Threshold"] for a in left} == {80.0}
+    left = {a["AlarmName"]: a for a in aws_env.client("cloudwatch").describe_alarms(
+        AlarmNamePrefix=publisher.alarm_prefix)["MetricAlarms"]}
+    assert set(left) == {publisher.alarm_name(t.name) for t in registry.list_tenants()}
+    assert {publisher.alarm_name(full), publisher.alarm_name(light)} <= set(left)
+    assert {a["Threshold"] for a in left.values()} == {80.0}
 
 
 def test_snapshot_reads_every_tenant_in_one_query(registry) -> None:
@@ -407,11 +409,11 @@ def test_usage_page_renders_bars_against_quotas_without_aws_when_no_endpoints(re
 
 
 def test_cli_usage_publish_puts_the_usage_into_cloudwatch_once(
-    tmp_path: Path, moto_server: MotoServer
+    registry: TenantRegistry, moto_server: MotoServer
 ) -> None:
-    db = f"sqlite:///{tmp_path}/cli.db"
-    reg = TenantRegistry(db)
-    full, light, own = _tenants(reg, "arn:aws:sns:us-east-1:123456789012:t")
+    db = str(registry.engine.url)
+    full, light, own = _tenants(registry, "arn:aws:sns:us-east-1:123456789012:t")
+    everyone = {t.name for t in registry.list_tenants()}
     namespace = f"MLT/Cli-{secrets.token_hex(3)}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update(moto_server.env(), MLFLOW_TENANT_AWS_ENDPOINT_URL=moto_server.url,
@@ -423,8 +425,9 @@ def test_cli_usage_publish_puts_the_usage_into_cloudwatch_once(
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["published"]["namespace"] == namespace
-    assert out["published"]["tenants"] == 3 and out["published"]["data_points"] == 24
-    assert {r["tenant"] for r in out["usage"]} == {full, light, own}
+    assert out["published"]["tenants"] == len(everyone)
+    assert out["published"]["data_points"] == 8 * len(everyone)
+    assert {r["tenant"] for r in out["usage"]} == everyone >= {full, light, own}
     metrics = moto_server.client("cloudwatch").list_metrics(
         Namespace=namespace, MetricName="StorageBytes")["Metrics"]
-    assert {m["Dimensions"][0]["Value"] for m in metrics} == {full, light, own}
+    assert {m["Dimensions"][0]["Value"] for m in metrics} == everyone
