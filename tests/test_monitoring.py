@@ -30,6 +30,7 @@ from mlflow_tenant_plugins.monitoring.publisher import (
     LEASE_KEY,
     PeriodicPublisher,
     UsagePublisher,
+    publish_line,
 )
 from mlflow_tenant_plugins.monitoring.snapshot import TenantUsage, snapshot
 from mlflow_tenant_plugins.tenancy import Quotas, Role, TenantRegistry
@@ -333,6 +334,8 @@ def test_publish_leaves_tenant_metrics_and_quota_alarms_in_cloudwatch(
 
     everyone = len(registry.list_tenants())
     assert report.tenants == everyone and report.data_points == 8 * everyone
+    line = publish_line({"namespace": settings.usage_metrics_namespace, **report.to_dict()})
+    assert line.startswith(f"published {8 * everyone} data points of {everyone} tenant(s)")
     cw = aws_env.client("cloudwatch")
     ns = settings.usage_metrics_namespace
     listed = {(m["MetricName"], m["Dimensions"][0]["Value"])
