@@ -87,7 +87,7 @@ RULE_KINDS = {
     "strict": ("columns: {a: {}}\nstrict: true", {"a": [1]}, {"a": [1], "zz": [2]},
                (None, "strict", "zz")),
     "row_count": ("checks: {row_count: {min_value: 2, max_value: 3}}",
-                  {"a": [1, 2]}, {"a": [1, 2, 3, 4]}, (None, "row_count", None)),
+                  {"a": [1, 2]}, {"a": [1, 2, 3, 4]}, (None, "row_count", 4)),
     "datetime bounds": ("columns: {d: {dtype: 'datetime64[ns]', ge: 2024-01-01}}",
                         {"d": pd.to_datetime(["2024-02-01"])},
                         {"d": pd.to_datetime(["2023-12-31"])}, ("d", "greater_than", None)),

@@ -125,8 +125,10 @@ def failures_from(exc: Any, df: pd.DataFrame, rules: Rules) -> list[dict[str, An
         cases = cases[~combined]
     for (_context, column, check), group in cases.groupby(keys, dropna=False, sort=False):
         column = column or None
-        out.append(_entry(rules, df, column, check, _rule_name(check, column),
-                          [_jsonable(v) for v in group["failure_case"].tolist()],
+        values = [_jsonable(v) for v in group["failure_case"].tolist()]
+        if check.startswith("row_count"):
+            values = [len(df)]  # pandera's failure case is just False: show the count
+        out.append(_entry(rules, df, column, check, _rule_name(check, column), values,
                           [_jsonable(v) for v in group["index"].tolist()]))
     return out
 
