@@ -89,6 +89,11 @@ def create_app():
         extra_methods=build_methods(settings, registry),
     )
     auth_engine.install(authenticator)
+    if settings.auth_cache_ttl_seconds > 0:
+        from mlflow_tenant_plugins.auth.store_cache import CachedAuthStore
+
+        # The engine's functions read the module global `store` at call time.
+        engine.store = CachedAuthStore(engine.store, settings.auth_cache_ttl_seconds)
     register_routes(engine, registry)
     _bind_artifact_destination_per_request()
     app = engine.create_app()
