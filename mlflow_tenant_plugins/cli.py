@@ -460,12 +460,47 @@ def usage_lines(report: list[dict]) -> list[str]:
     return table(("TENANT", "RESOURCE", "USED", "LIMIT", "USE"), rows) if rows else ["no tenants"]
 
 
+def reconcile_storage(app: App, tenant: str | None, destination: str, dry_run: bool):
+    """The artifact store's truth into the ledger (artifacts.reconcile does the listing)."""
+    from mlflow_tenant_plugins.artifacts.reconcile import reconcile
+
+    if tenant:
+        app.registry.get_tenant(tenant)  # unknown tenant: one clear line
+    return reconcile(app.registry, destination, dry_run=dry_run,
+                     tenants=[tenant] if tenant else None)
+
+
+def reconcile_lines(report) -> list[str]:
+    verb_ = "would correct" if report.dry_run else "corrected"
+    lines = [f"{t.tenant}: ledger {size(t.ledger_bytes)} -> S3 {size(t.s3_bytes)} "
+             f"({t.objects} objects), {verb_ if t.status in ('corrected', 'drift') else t.status}"
+             for t in report.tenants if t.status != "ok"]
+    lines += [f"prefix {p} belongs to no tenant" for p in report.unknown_prefixes]
+    return lines or [f"no drift in {len(report.tenants)} tenant(s)"]
+
+
 @verb(cli, "usage")
 @click.argument("tenant", required=False)
 @click.option("--publish", is_flag=True, help="Also publish the usage to CloudWatch once: "
               "metrics and quota alarms (settings usage_* and aws_*).")
-def usage(app: App, tenant: str | None, publish: bool, as_json: bool) -> None:
+@click.option("--reconcile", "destination", metavar="TENANT_S3_URI",
+              help="First list each tenant's prefix under the server's --artifacts-destination "
+              "(tenant-s3://BUCKET/PREFIX), page by page, and correct the storage ledger's "
+              "drift, reporting what changed.")
+@click.option("--dry-run", is_flag=True, help="With --reconcile: report drift, change nothing.")
+def usage(app: App, tenant: str | None, publish: bool, destination: str | None,
+          dry_run: bool, as_json: bool) -> None:
     """Show each tenant's use against its quotas (of TENANT, or of every tenant)."""
+    if destination:
+        reconciled = reconcile_storage(app, tenant, destination, dry_run)
+        if as_json:
+            emit(True, {"reconcile": reconciled.to_dict(),
+                        "usage": usage_report(app.registry, tenant)}, [])
+            return
+        for line in reconcile_lines(reconciled):
+            click.echo(line)
+    elif dry_run:
+        raise click.UsageError("--dry-run goes with --reconcile")
     report = usage_report(app.registry, tenant)
     if publish:
         from mlflow_tenant_plugins.monitoring.publisher import publish_line, publish_once
