@@ -6,9 +6,10 @@ client, configured from the environment.
     python examples/train.py --model-name wine-quality
 
 The server puts the run in your tenant (its workspace) and its artifacts under your tenant's
-S3 prefix, within your storage quota. If ``--rules`` names a rules file (``examples/rules.yaml``;
-needs ``pip install mlflow-tenant-plugins`` on your machine), the training data is checked first and the result is logged
-with the run, so the model can pass a tenant's ``require_validation`` deploy gate.
+S3 prefix, within your storage quota. If ``--rules`` names a rules file
+(``examples/rules.yaml``; needs ``pip install mlflow-tenant-plugins`` on your machine), the
+training data is checked first and the verdict is logged with the run, so the model can pass a
+tenant's ``require_validation`` deploy gate.
 """
 
 from __future__ import annotations
