@@ -7,6 +7,7 @@ Prints one JSON line: each server's req/s, p50/p99 and errors, and the ratios
 tenant-auth / no-auth (target ≥ 0.85) and tenant-auth / basic-auth (target ≥ 10).
 
     .venv/bin/python benchmarks/auth_overhead.py [--workers 1] [--threads 4] [--seconds 15]
+                                                 [--mix full|anchor]
 """
 
 from __future__ import annotations
@@ -38,8 +39,17 @@ def _prepare(server: MlflowServer, session: requests.Session) -> tuple[str, str]
     return exp_id, run_id
 
 
-def _mix(url: str, exp_id: str, run_id: str) -> list:
+def _mix(url: str, exp_id: str, run_id: str, kind: str = "full") -> list:
+    """``full``: the issue's get-run/log-metric/search-runs mix; ``anchor``: DESIGN.md's
+    get-run/log-metric mix, where the per-request cost of authentication shows most."""
     counter = iter(range(10**9))
+    if kind == "anchor":
+        return [
+            (0.5, lambda s: s.get(f"{url}/api/2.0/mlflow/runs/get", params={"run_id": run_id})),
+            (0.5, lambda s: s.post(f"{url}/api/2.0/mlflow/runs/log-metric", json={
+                "run_id": run_id, "key": "load", "value": 1.0,
+                "timestamp": int(time.time() * 1000), "step": next(counter)})),
+        ]
     return [
         (0.4, lambda s: s.get(f"{url}/api/2.0/mlflow/runs/get", params={"run_id": run_id})),
         (0.4, lambda s: s.post(f"{url}/api/2.0/mlflow/runs/log-metric", json={
@@ -91,6 +101,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--mix", choices=("full", "anchor"), default="full")
     args = parser.parse_args()
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench-auth-") as tmp:
@@ -100,14 +111,15 @@ def main() -> None:
             try:
                 make = _session_factory(header)
                 exp_id, run_id = _prepare(server, make())
-                load = run_load(make, _mix(server.url, exp_id, run_id), args.threads,
-                                args.seconds)
+                load = run_load(make, _mix(server.url, exp_id, run_id, args.mix),
+                                args.threads, args.seconds)
                 results[name] = load.to_dict()
             finally:
                 stop_mlflow_server(server)
     print(json.dumps({
         "benchmark": "auth_overhead",
         "workers": args.workers,
+        "mix": args.mix,
         "threads": args.threads,
         "seconds": args.seconds,
         **results,
