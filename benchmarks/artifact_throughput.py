@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -186,6 +187,13 @@ def main() -> None:
         print(f"{name:18}" + "".join(f"{row[op]:16.1f}" for op in ops))
     a, b = results["stock s3:// (a)"], results["tenant-s3 (b)"]
     print(f"{'(b) / (a)':18}" + "".join(f"{b[op] / a[op]:16.2f}" for op in ops))
+    print(json.dumps({
+        "benchmark": "artifact_throughput",
+        "files": opts.files, "file_mb": opts.file_mb, "big_mb": opts.big_mb,
+        "mb_per_s": {name: {op: round(v, 1) for op, v in row.items()}
+                     for name, row in results.items()},
+        "ratio_tenant_vs_stock": {op: round(b[op] / a[op], 2) for op in ops},
+    }))
 
 
 if __name__ == "__main__":
