@@ -74,7 +74,12 @@ def world(tenant_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory)
 
         mlflow.set_tracking_uri(tenant_server.url)
         mlflow.set_registry_uri(tenant_server.url)
-        mlflow.genai.register_prompt(name=f"{MARK}-prompt", template="Hi {{name}} " + MARK)
+        try:
+            mlflow.genai.register_prompt(name=f"{MARK}-prompt", template="Hi {{name}} " + MARK)
+        finally:  # process-wide settings: leave them as found for the tests that follow
+            mlflow.set_tracking_uri(None)
+            mlflow.set_registry_uri(None)
+            os.environ.pop("MLFLOW_REGISTRY_URI", None)
         a.ids = {
             "experiment_id": exp_id,
             "run_id": run.info.run_id,
@@ -179,9 +184,15 @@ def test_b_cannot_see_a_logged_models_traces_or_prompts(world):
             assert list(client.search_traces(locations=[a.ids["experiment_id"]])) == []
         import mlflow.genai
 
-        with pytest.raises(MlflowException):
-            mlflow.genai.load_prompt(f"prompts:/{a.ids['prompt']}/1")
-        assert all(MARK not in p.name for p in mlflow.genai.search_prompts())
+        mlflow.set_tracking_uri(server.url)
+        mlflow.set_registry_uri(server.url)
+        try:
+            with pytest.raises(MlflowException):
+                mlflow.genai.load_prompt(f"prompts:/{a.ids['prompt']}/1")
+            assert all(MARK not in p.name for p in mlflow.genai.search_prompts())
+        finally:
+            mlflow.set_tracking_uri(None)
+            mlflow.set_registry_uri(None)
 
 
 def test_b_graphql_cannot_reach_a_objects(world):

@@ -22,6 +22,7 @@ def _train(deploy_env, tenant: str, tmp_path, validated: bool) -> str:
     code.write_text(MODEL_CODE)
     name = f"m-{tenant}-{'checked' if validated else 'unchecked'}"
     mlflow.set_tracking_uri(deploy_env.registry.database_uri)
+    mlflow.set_registry_uri(deploy_env.registry.database_uri)
     try:
         exp = mlflow.set_experiment(f"gate-{tenant}").experiment_id
         with mlflow.start_run(experiment_id=exp) as run:
@@ -31,6 +32,7 @@ def _train(deploy_env, tenant: str, tmp_path, validated: bool) -> str:
                                     registered_model_name=name, pip_requirements=["mlflow"])
     finally:
         mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
     return run.info.run_id
 
 
