@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from mlflow_tenant_plugins.deployments.names import SCALABLE_DIMENSION, Names
 
 NAMESPACE = "sagemaker"
@@ -42,36 +44,35 @@ def put_policy(autoscaling: Any, names: Names, target: float, scale_in_cooldown:
     )
 
 
-def _is_missing(exc: Exception) -> bool:
-    code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
-    return code in ("ObjectNotFoundException", "ValidationException")
+def _delete_if_present(call: Any, **kwargs: Any) -> None:
+    """Delete calls are idempotent: a target or policy that is already gone is fine."""
+    try:
+        call(**kwargs)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code not in ("ObjectNotFoundException", "ValidationException"):
+            raise
 
 
 def delete_policy(autoscaling: Any, names: Names) -> None:
-    try:
-        autoscaling.delete_scaling_policy(
-            PolicyName=names.scaling_policy,
-            ServiceNamespace=NAMESPACE,
-            ResourceId=names.scaling_resource_id,
-            ScalableDimension=SCALABLE_DIMENSION,
-        )
-    except Exception as exc:
-        if not _is_missing(exc):
-            raise
+    _delete_if_present(
+        autoscaling.delete_scaling_policy,
+        PolicyName=names.scaling_policy,
+        ServiceNamespace=NAMESPACE,
+        ResourceId=names.scaling_resource_id,
+        ScalableDimension=SCALABLE_DIMENSION,
+    )
 
 
 def deregister(autoscaling: Any, names: Names) -> None:
     """Remove the policy and the target; missing ones are fine (delete is idempotent)."""
     delete_policy(autoscaling, names)
-    try:
-        autoscaling.deregister_scalable_target(
-            ServiceNamespace=NAMESPACE,
-            ResourceId=names.scaling_resource_id,
-            ScalableDimension=SCALABLE_DIMENSION,
-        )
-    except Exception as exc:
-        if not _is_missing(exc):
-            raise
+    _delete_if_present(
+        autoscaling.deregister_scalable_target,
+        ServiceNamespace=NAMESPACE,
+        ResourceId=names.scaling_resource_id,
+        ScalableDimension=SCALABLE_DIMENSION,
+    )
 
 
 def describe(autoscaling: Any, names: Names) -> dict[str, Any] | None:

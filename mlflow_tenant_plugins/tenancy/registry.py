@@ -7,6 +7,7 @@ call, and is undone here when the mirror fails, so tenant and workspace never dr
 from __future__ import annotations
 
 import re
+import secrets
 from datetime import UTC, datetime, timedelta
 
 from mlflow.exceptions import MlflowException
@@ -482,12 +483,10 @@ class TenantRegistry:
     # -- platform state --------------------------------------------------------------------
     def shared_secret(self, name: str) -> str:
         """A random value created once and then shared by every worker and instance."""
-        import secrets as _secrets
-
         with self._session() as s:
             row = s.get(PlatformStateRow, name)
             if row is None:
-                s.add(PlatformStateRow(key=name, value=_secrets.token_urlsafe(32)))
+                s.add(PlatformStateRow(key=name, value=secrets.token_urlsafe(32)))
                 try:
                     s.commit()
                 except IntegrityError:
