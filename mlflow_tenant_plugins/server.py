@@ -77,6 +77,7 @@ def create_app():
         )
     from mlflow_tenant_plugins import monitoring
     from mlflow_tenant_plugins.auth import engine as auth_engine
+    from mlflow_tenant_plugins.auth import run_locator
     from mlflow_tenant_plugins.auth.authenticator import Authenticator
     from mlflow_tenant_plugins.auth.methods import build_methods
     from mlflow_tenant_plugins.auth.middleware import TenantMiddleware
@@ -90,10 +91,15 @@ def create_app():
     )
     auth_engine.install(authenticator)
     if settings.auth_cache_ttl_seconds > 0:
-        from mlflow_tenant_plugins.auth.store_cache import CachedAuthStore
+        from mlflow_tenant_plugins.auth.store_cache import (
+            CachedAuthStore,
+            cache_workspace_resolution,
+        )
 
         # The engine's functions read the module global `store` at call time.
         engine.store = CachedAuthStore(engine.store, settings.auth_cache_ttl_seconds)
+        cache_workspace_resolution(settings.auth_cache_ttl_seconds)
+    run_locator.install(engine)
     register_routes(engine, registry)
     _bind_artifact_destination_per_request()
     app = engine.create_app()

@@ -1,15 +1,18 @@
-"""A bounded-staleness read cache in front of MLflow's basic-auth store.
+"""Bounded-staleness read caches in front of the stores MLflow asks on every request.
 
-MLflow's engine looks up the caller's user and role grants several times per request, each
-a database query. Principals and their tenant roles change rarely, so per worker we answer
-those two lookups from a TTL cache with the same bound as credentials
-(``auth_cache_ttl_seconds``): a changed role binding takes effect within it everywhere, and
-at once on the worker that made the change (every write through the store clears the cache).
+MLflow's engine looks up the caller's user and role grants several times per request, and
+MLflow resolves the request's workspace (``X-MLFLOW-WORKSPACE``) with one more query — each a
+database round trip. Principals, their tenant roles and workspaces change rarely, so per worker
+we answer those lookups from a TTL cache with the same bound as credentials
+(``auth_cache_ttl_seconds``): a change takes effect within it everywhere, and at once on the
+worker that made it (every write through a cached store clears its cache). Failed lookups
+(unknown user or workspace) raise as before and are never cached.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from cachetools import TTLCache
@@ -18,30 +21,23 @@ _WRITE_PREFIXES = ("create_", "update_", "delete_", "assign_", "unassign_", "add
                    "grant_", "revoke_", "set_", "rename_")
 
 
-class CachedAuthStore:
+class _ReadCache:
+    """The wrapped store, with chosen reads cached and every write clearing the cache."""
+
     def __init__(self, store: Any, ttl_seconds: float, maxsize: int = 20_000):
         self._store = store
         self._cache: TTLCache = TTLCache(maxsize=maxsize, ttl=ttl_seconds)
         self._lock = threading.Lock()
 
-    def _cached(self, key: tuple, compute) -> Any:
+    def _cached(self, key: tuple, compute: Callable[[], Any]) -> Any:
         with self._lock:
             hit = self._cache.get(key)
         if hit is not None:
             return hit
-        value = compute()  # exceptions (e.g. unknown user) are not cached
+        value = compute()  # exceptions are not cached
         with self._lock:
             self._cache[key] = value
         return value
-
-    def get_user(self, username: str) -> Any:
-        return self._cached(("user", username), lambda: self._store.get_user(username))
-
-    def list_grants(self, user_id: int, workspace: str, resource_types) -> list:
-        key = ("grants", user_id, workspace, frozenset(resource_types or ()))
-        rows = self._cached(key, lambda: tuple(
-            self._store.list_grants(user_id, workspace, resource_types)))
-        return list(rows)
 
     def clear(self) -> None:
         with self._lock:
@@ -59,3 +55,33 @@ class CachedAuthStore:
                 self.clear()
 
         return write_through
+
+
+class CachedAuthStore(_ReadCache):
+    """MLflow's basic-auth store: users and their grants."""
+
+    def get_user(self, username: str) -> Any:
+        return self._cached(("user", username), lambda: self._store.get_user(username))
+
+    def list_grants(self, user_id: int, workspace: str, resource_types) -> list:
+        key = ("grants", user_id, workspace, frozenset(resource_types or ()))
+        rows = self._cached(key, lambda: tuple(
+            self._store.list_grants(user_id, workspace, resource_types)))
+        return list(rows)
+
+
+class CachedWorkspaceStore(_ReadCache):
+    """MLflow's workspace store, as every request's workspace resolution reads it."""
+
+    def get_workspace(self, workspace_name: str) -> Any:
+        return self._cached(("workspace", workspace_name),
+                            lambda: self._store.get_workspace(workspace_name))
+
+
+def cache_workspace_resolution(ttl_seconds: float) -> None:
+    """Put the cache in front of the workspace store MLflow memoizes for request resolution."""
+    from mlflow.server import workspace_helpers
+
+    store = workspace_helpers._get_workspace_store()
+    if not isinstance(store, CachedWorkspaceStore):
+        workspace_helpers._workspace_store = CachedWorkspaceStore(store, ttl_seconds)
