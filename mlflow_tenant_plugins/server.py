@@ -13,6 +13,8 @@ import logging
 import os
 import secrets
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 from mlflow.exceptions import MlflowException
@@ -115,7 +117,7 @@ def _bind_artifact_destination_per_request() -> None:
     caches the first repository it builds — bound by ``for_workspace`` to whichever tenant made
     the first artifact request — and serves it to every later request. We wrap it so each
     request gets its own tenant's repository (tests/test_artifacts_server.py names the gap)."""
-    from mlflow.server import handlers
+    from mlflow.server import ARTIFACTS_DESTINATION_ENV_VAR, handlers
 
     from mlflow_tenant_plugins.artifacts.repository import repository_for_request
 
@@ -128,6 +130,22 @@ def _bind_artifact_destination_per_request() -> None:
 
     per_request.tenant_per_request = True
     handlers._get_artifact_repo_mlflow_artifacts = per_request
+    if os.environ.get(ARTIFACTS_DESTINATION_ENV_VAR, "").startswith("tenant-s3:"):
+        threading.Thread(target=_warm_artifacts, name="tenant-s3-warm", daemon=True).start()
+
+
+def _warm_artifacts() -> None:
+    """In the background, so startup is not delayed; a failure here only means the first
+    upload pays the cost (and reports any real error to its caller)."""
+    from mlflow_tenant_plugins.artifacts.runtime import runtime_for
+
+    started = time.monotonic()
+    try:
+        runtime_for().warm()
+        _logger.info("tenant-s3: warmed up in %.2f s", time.monotonic() - started)
+    except Exception:
+        _logger.warning("tenant-s3: warming up failed; the first artifact request will retry",
+                        exc_info=True)
 
 
 def _check_route_coverage(engine, app) -> None:

@@ -168,6 +168,28 @@ def test_credentials_are_assumed_once_per_tenant_and_reused(
     assert credentials.role_arn(alice) == f"arn:aws:iam::{ACCOUNT}:role/mlt-{alice}"
 
 
+def test_warming_up_readies_the_clients_without_acting_for_any_tenant(
+    iam_env: ArtifactEnv, tmp_path: Path
+) -> None:
+    """The server warms its runtime at startup so the first upload does not pay for botocore's
+    endpoint rules and the database engine; no role is assumed until a tenant writes."""
+    from mlflow_tenant_plugins.artifacts.runtime import Runtime
+
+    runtime = Runtime(replace(iam_env.settings, artifact_credential_duration_seconds=1700.0))
+    runtime.warm()
+    assert runtime.credentials._sts_client is not None
+    assert "ledger" in vars(runtime)  # the cached engine exists
+    assert not runtime.credentials.assume_calls
+    t = _tenant_with_role(iam_env)
+    repo = TenantS3ArtifactRepository(iam_env.destination, settings=runtime.settings)
+    repo._runtime_cache = runtime
+    f = tmp_path / "f.txt"
+    f.write_text("x")
+    repo.for_workspace(t).log_artifact(str(f), f"workspaces/{t}/1")
+    assert runtime.credentials.assume_calls == {t: 1}
+    assert iam_env.used(t) == 1
+
+
 def test_refreshing_credentials_never_fails_an_upload_in_flight(
     artifact_env: ArtifactEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -163,6 +163,15 @@ class TenantCredentials:
                 self._ambient = session.client("s3", **self._client_kwargs())
             return self._ambient
 
+    def warm(self) -> None:
+        """Build what every tenant's first client needs: botocore's endpoint rules and S3's
+        service model (shared through the loader), and the STS client or the ambient client."""
+        if self.mode == "ambient":
+            self.ambient_client()
+            return
+        self._sts()
+        self._core.get_service_model("s3")
+
     def client_for(self, tenant: str, bucket: str, fence: str) -> Any:
         """The S3 client acting for ``tenant``; created once, its credentials kept fresh."""
         if self.mode == "ambient":

@@ -36,6 +36,12 @@ class Runtime:
 
         return UsageLedger(get_engine(self.settings.database_uri))
 
+    def warm(self) -> None:
+        """Pay the once-per-process costs (database engine, STS client, S3's service model)
+        before the first upload does: about a second on the first artifact request otherwise."""
+        _ = self.ledger  # creates (and migrates) the database engine
+        self.credentials.warm()
+
     def quota(self, tenant: str) -> StorageQuota:
         return StorageQuota(self.ledger, tenant)
 
