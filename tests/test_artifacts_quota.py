@@ -122,6 +122,39 @@ def test_an_overwrite_is_charged_the_size_difference(
     assert artifact_env.used(t) == 300
 
 
+def test_a_new_key_is_written_create_only_without_a_head(
+    artifact_env: ArtifactEnv, tmp_path: Path
+) -> None:
+    t = artifact_env.tenant()
+    repo = artifact_env.repo(t)
+    calls: list[str] = []
+    repo._get_s3_client().meta.events.register(
+        "before-call.s3", lambda model, **_: calls.append(model.name))
+    repo.log_artifact(_file(tmp_path / "new.bin", 100), f"workspaces/{t}/1")
+    assert calls == ["PutObject"]
+    repo.log_artifact(_file(tmp_path / "again" / "new.bin", 40), f"workspaces/{t}/1")
+    assert calls[1:] == ["PutObject", "HeadObject", "PutObject"]  # taken: learn, overwrite
+    assert artifact_env.used(t) == 40 == artifact_env.stored(t)
+
+
+def test_two_writers_racing_for_a_new_key_are_charged_exactly(
+    artifact_env: ArtifactEnv, tmp_path: Path
+) -> None:
+    t = artifact_env.tenant()
+    repo = artifact_env.repo(t)
+    for round_ in range(5):
+        files = [_file(tmp_path / f"r{round_}-{i}" / "same.bin", 100 + 50 * i) for i in range(2)]
+        barrier = threading.Barrier(2)
+
+        def write(path: str, round_: int = round_) -> None:
+            barrier.wait(timeout=30)
+            repo.log_artifact(path, f"workspaces/{t}/race{round_}")
+
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(write, files))
+    assert artifact_env.used(t) == artifact_env.stored(t)
+
+
 def test_archived_trace_bytes_are_charged(artifact_env: ArtifactEnv) -> None:
     t = artifact_env.tenant()
     repo = TenantS3ArtifactRepository(

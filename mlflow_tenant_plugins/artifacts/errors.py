@@ -11,6 +11,8 @@ from mlflow.protos.databricks_pb2 import INTERNAL_ERROR
 from mlflow.store.artifact.s3_artifact_repo import BOTO_TO_MLFLOW_ERROR
 
 NOT_FOUND_CODES = ("404", "NoSuchKey", "NotFound")
+# A conditional write (If-None-Match: *) found the key taken, or lost a race for it.
+KEY_EXISTS_CODES = ("PreconditionFailed", "412", "ConditionalRequestConflict")
 
 
 def error_code(error: ClientError) -> str:

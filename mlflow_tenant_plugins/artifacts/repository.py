@@ -39,6 +39,7 @@ from io import BytesIO
 from mimetypes import guess_type
 from typing import Any
 
+from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, NOT_IMPLEMENTED, PERMISSION_DENIED
@@ -47,7 +48,12 @@ from mlflow.store.artifact.s3_artifact_repo import BOTO_TO_MLFLOW_ERROR, S3Artif
 from mlflow.utils.file_utils import relative_path_to_artifact_path
 from mlflow.utils.workspace_context import get_request_workspace
 
-from mlflow_tenant_plugins.artifacts.errors import NOT_FOUND_CODES, error_code, s3_errors
+from mlflow_tenant_plugins.artifacts.errors import (
+    KEY_EXISTS_CODES,
+    NOT_FOUND_CODES,
+    error_code,
+    s3_errors,
+)
 from mlflow_tenant_plugins.artifacts.multipart import TenantMultipartUploads
 from mlflow_tenant_plugins.artifacts.paths import (
     DEFAULT_WORKSPACE,
@@ -65,11 +71,17 @@ TRACE_ARCHIVE_FILE = "traces.pb"  # mlflow.tracing.otel.otel_archival.TRACE_ARCH
 _DELETE_BATCH = 1000  # S3 DeleteObjects limit
 
 
+# Files up to this size go to S3 in one PUT, as boto3's upload_file would send them.
+SINGLE_PUT_MAX = TransferConfig().multipart_threshold
+
+
 @dataclass(frozen=True)
 class _Write:
     key: str
     size: int
     upload: Callable[[Any], None]  # called with the tenant's S3 client
+    # One PUT that S3 refuses when the key exists (If-None-Match: *): True when written.
+    create_only: Callable[[Any], bool] | None = None
 
 
 class TenantS3ArtifactRepository(TenantMultipartUploads, S3ArtifactRepository):
@@ -223,17 +235,44 @@ class TenantS3ArtifactRepository(TenantMultipartUploads, S3ArtifactRepository):
         """Reserve the total, write each object, settle the reservation (see :mod:`.quota`)."""
         client = self._get_s3_client()
         with s3_errors(f"writing artifacts of tenant '{scope.tenant}'"):
+            if len(writes) == 1 and writes[0].create_only is not None:
+                self._write_new_or_replace(client, scope, writes[0])
+                return
             existing = self._existing_sizes(client, scope, [w.key for w in writes], prefix)
             with self._quota(scope).batch(sum(w.size for w in writes)) as batch:
                 for w in writes:
                     w.upload(client)
                     batch.wrote(w.size, existing.get(w.key, 0))
 
+    def _write_new_or_replace(self, client: Any, scope: TenantScope, w: _Write) -> None:
+        """Most artifacts are new keys: write create-only, and only if S3 says the key is
+        taken, learn the size it replaces (HEAD) and overwrite. Saves the HEAD every write
+        would otherwise pay, and two writers racing for a new key are accounted exactly."""
+        with self._quota(scope).batch(w.size) as batch:
+            if w.create_only(client):
+                batch.wrote(w.size)
+                return
+            replaced = self._head_size(client, scope.bucket, w.key)
+            w.upload(client)
+            batch.wrote(w.size, replaced)
+
     def _file_write(self, scope: TenantScope, local_file: str, key: str) -> _Write:
         def upload(client: Any) -> None:
             self._upload_file(client, local_file, scope.bucket, key)
 
-        return _Write(key, os.path.getsize(local_file), upload)
+        def create_only(client: Any) -> bool:
+            try:
+                with open(local_file, "rb") as body:
+                    client.put_object(Bucket=scope.bucket, Key=key, Body=body, IfNoneMatch="*",
+                                      **self._put_args(local_file))
+            except ClientError as error:
+                if error_code(error) in KEY_EXISTS_CODES:
+                    return False
+                raise
+            return True
+
+        size = os.path.getsize(local_file)
+        return _Write(key, size, upload, create_only if size <= SINGLE_PUT_MAX else None)
 
     def log_artifact(self, local_file: str, artifact_path: str | None = None) -> None:
         scope = self._require_scope()
