@@ -314,6 +314,33 @@ def test_update_replaces_the_model_and_keeps_the_autoscaled_instance_count(
     assert dict(deploy_env.leftovers(tenant)["ledger"])["instances"] == 1
 
 
+def test_an_update_holds_the_new_fleet_beside_the_old_and_gives_it_back(
+    deploy_env, pyfunc_model
+):
+    tenant = deploy_env.tenant(endpoints=2, instances=3, instances_per_endpoint=2)
+    svc = deploy_env.service()
+    svc.create(tenant, "live", pyfunc_model, config={"instance_count": "2", "max_instances": "2"})
+    svc.wait_for_jobs(30)
+
+    def instances() -> int:
+        return {u.resource: u.used for u in deploy_env.registry.ledger.for_tenant(tenant)}[
+            "instances"]
+
+    assert instances() == 2
+    # The new fleet (2) beside the old (2) would need 4 of the 3 allowed.
+    with pytest.raises(MlflowException) as exc:
+        svc.update(tenant, "live", pyfunc_model)
+    assert "new fleet (2 instance(s))" in _quota_error(exc)
+    assert instances() == 2 and svc.get(tenant, "live")["status"] == "InService"
+    # A fleet of one fits beside the old two, and is given back when the update is done.
+    svc.update(tenant, "live", pyfunc_model, config={"instance_count": "1", "min_instances": "1"})
+    assert instances() == 3
+    svc.wait_for_jobs(30)
+    after = svc.get(tenant, "live")
+    assert after["status"] == "InService" and "last_failure" not in after, after
+    assert instances() == 2
+
+
 def test_blue_green_update_rolls_back_when_an_alarm_fires(deploy_env, pyfunc_model):
     tenant = deploy_env.tenant()
     svc = deploy_env.service()
@@ -332,6 +359,7 @@ def test_blue_green_update_rolls_back_when_an_alarm_fires(deploy_env, pyfunc_mod
     assert alarm in after["last_failure"]["failure_reason"]
     left = deploy_env.leftovers(tenant)
     assert len(left["models"]) == 1 and len(left["packages"]) == 1
+    assert dict(left["ledger"])["instances"] == before["scaling"]["max_instances"]  # surge back
 
     cw.set_alarm_state(AlarmName=alarm, StateValue="OK", StateReason="test")
     svc.update(tenant, "bg", pyfunc_model, config={"strategy": "blue-green",

@@ -79,6 +79,9 @@ class Plan:
     topic_arn: str | None
     reserved_instances: int  # instances this call reserved (create: max; update: the increase)
     # update only
+    # SageMaker updates blue/green (its default too): the new fleet runs beside the old until
+    # traffic has moved, so the update holds the new fleet's instances for its duration.
+    surge_instances: int = 0
     strategy: str = "replace"
     deployment_config: dict | None = None
     exclude_retained: list[str] = field(default_factory=list)
@@ -197,8 +200,9 @@ class Operations:
     def _fail(self, plan: Plan, operation: str, exc: BaseException, undo: Undo) -> None:
         reason = describe(exc)
         leftovers = undo.run()
-        if plan.reserved_instances:
-            self.svc.registry.ledger.release(plan.tenant, "instances", plan.reserved_instances)
+        held = plan.reserved_instances + plan.surge_instances
+        if held:
+            self.svc.registry.ledger.release(plan.tenant, "instances", held)
         if operation == "create":
             self.svc.registry.ledger.release(plan.tenant, "endpoints", 1)
         record = {
@@ -305,8 +309,10 @@ class Operations:
         except BaseException as exc:
             self._fail(plan, "update", exc, undo)
             raise
-        # Past the point of no return: the new config serves. Clean up the old generation.
+        # Past the point of no return: the new config serves and the old fleet is gone.
+        # Clean up the old generation.
         ledger = self.svc.registry.ledger
+        ledger.release(plan.tenant, "instances", plan.surge_instances)
         if plan.max_instances < cur["reserved_instances"]:
             ledger.release(plan.tenant, "instances",
                            cur["reserved_instances"] - plan.max_instances)

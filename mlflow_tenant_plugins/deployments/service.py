@@ -43,6 +43,7 @@ from mlflow_tenant_plugins.deployments.storage import (
 )
 from mlflow_tenant_plugins.tenancy import TenantRegistry
 from mlflow_tenant_plugins.tenancy.entities import Tenant
+from mlflow_tenant_plugins.tenancy.errors import QuotaExceeded
 
 _logger = logging.getLogger(__name__)
 DEFAULT_INSTANCE_TYPE = "ml.m5.large"
@@ -215,7 +216,7 @@ class DeploymentService(DeploymentQueries):
             "instance_type": plan.instance_type, "instance_count": plan.instance_count,
             "min_instances": plan.min_instances, "max_instances": plan.max_instances,
             "reserved": {"endpoints": 1 if operation == "create" else 0,
-                         "instances": plan.reserved_instances},
+                         "instances": plan.reserved_instances + plan.surge_instances},
             "started_at": time.time(),
         }
 
@@ -262,7 +263,7 @@ class DeploymentService(DeploymentQueries):
             thresholds=thresholds, env=cfg.get("env", current["env"]),
             tags=cfg.get("tags", current["user_tags"]), topic_arn=tenant.alarm_topic_arn,
             reserved_instances=max(0, hi - current["reserved_instances"]),
-            strategy=strategy, current=current,
+            surge_instances=count, strategy=strategy, current=current,
             exclude_retained=["DesiredInstanceCount"] if "instance_count" in cfg else [],
         )
         if strategy == "blue-green":
@@ -270,7 +271,15 @@ class DeploymentService(DeploymentQueries):
         record = self._record(plan, "update", "Updating")
         self.storage.claim(tenant.name, name, record, "update", self._stale_after())
         try:
-            self.registry.ledger.reserve(tenant.name, "instances", plan.reserved_instances)
+            self.registry.ledger.reserve(tenant.name, "instances",
+                                         plan.reserved_instances + plan.surge_instances)
+        except QuotaExceeded as exc:
+            self.storage.delete_record(tenant.name, name)
+            raise QuotaExceeded(
+                exc.tenant, exc.resource, exc.requested, exc.used, exc.limit,
+                note=f"an update runs the new fleet ({plan.surge_instances} instance(s)) beside "
+                     "the old one until traffic has moved, and both count against the quota",
+            ) from None
         except BaseException:
             self.storage.delete_record(tenant.name, name)
             raise

@@ -17,12 +17,14 @@ def _describe(resource: str, n: int) -> str:
 class QuotaExceeded(MlflowException):
     """429 RESOURCE_EXHAUSTED naming the quota, its limit and the current use."""
 
-    def __init__(self, tenant: str, resource: str, requested: int, used: int, limit: int):
+    def __init__(self, tenant: str, resource: str, requested: int, used: int, limit: int,
+                 note: str = ""):
         self.tenant, self.resource = tenant, resource
         self.requested, self.used, self.limit = requested, used, limit
         super().__init__(
             f"quota exceeded for tenant '{tenant}': {resource} limit is "
             f"{_describe(resource, limit)} ({limit}), {_describe(resource, used)} ({used}) in use, "
-            f"this request needs {_describe(resource, requested)} ({requested}) more",
+            f"this request needs {_describe(resource, requested)} ({requested}) more"
+            + (f" ({note})" if note else ""),
             RESOURCE_EXHAUSTED,
         )
