@@ -1,0 +1,89 @@
+"""``mlflow-tenants usage`` (with reconciliation and publishing) and ``validate``."""
+
+from __future__ import annotations
+
+import click
+
+from mlflow_tenant_plugins.cli.common import App, emit, fmt_amount, size, table, verb
+from mlflow_tenant_plugins.cli.root import cli
+
+
+# -- usage: read the ledger; reconciliation and publishing extend this verb -----------------
+def usage_report(registry, tenant: str | None) -> list[dict]:
+    """Use against quota for one tenant or all of them, as plain data."""
+    tenants = [registry.get_tenant(tenant)] if tenant else registry.list_tenants()
+    return [{"tenant": t.name, "status": t.status,
+             "usage": {u.resource: {**u.to_dict(), "utilization": round(u.utilization, 4)}
+                       for u in registry.ledger.for_tenant(t.name)}}
+            for t in tenants]
+
+
+def usage_lines(report: list[dict]) -> list[str]:
+    rows = [(r["tenant"], resource, fmt_amount(resource, u["used"]),
+             fmt_amount(resource, u["limit"]), f"{u['utilization']:.0%}")
+            for r in report for resource, u in r["usage"].items()]
+    return table(("TENANT", "RESOURCE", "USED", "LIMIT", "USE"), rows) if rows else ["no tenants"]
+
+
+def reconcile_storage(app: App, tenant: str | None, destination: str, dry_run: bool):
+    """The artifact store's truth into the ledger (artifacts.reconcile does the listing)."""
+    from mlflow_tenant_plugins.artifacts.reconcile import reconcile
+
+    if tenant:
+        app.registry.get_tenant(tenant)  # unknown tenant: one clear line
+    return reconcile(app.registry, destination, dry_run=dry_run,
+                     tenants=[tenant] if tenant else None)
+
+
+def reconcile_lines(report) -> list[str]:
+    verb_ = "would correct" if report.dry_run else "corrected"
+    lines = [f"{t.tenant}: ledger {size(t.ledger_bytes)} -> S3 {size(t.s3_bytes)} "
+             f"({t.objects} objects), {verb_ if t.status in ('corrected', 'drift') else t.status}"
+             for t in report.tenants if t.status != "ok"]
+    lines += [f"prefix {p} belongs to no tenant" for p in report.unknown_prefixes]
+    return lines or [f"no drift in {len(report.tenants)} tenant(s)"]
+
+
+@verb(cli, "usage")
+@click.argument("tenant", required=False)
+@click.option("--publish", is_flag=True, help="Also publish the usage to CloudWatch once: "
+              "metrics and quota alarms (settings usage_* and aws_*).")
+@click.option("--reconcile", "destination", metavar="TENANT_S3_URI",
+              help="First list each tenant's prefix under the server's --artifacts-destination "
+              "(tenant-s3://BUCKET/PREFIX), page by page, and correct the storage ledger's "
+              "drift, reporting what changed.")
+@click.option("--dry-run", is_flag=True, help="With --reconcile: report drift, change nothing.")
+def usage(app: App, tenant: str | None, publish: bool, destination: str | None,
+          dry_run: bool, as_json: bool) -> None:
+    """Show each tenant's use against its quotas (of TENANT, or of every tenant)."""
+    if destination:
+        reconciled = reconcile_storage(app, tenant, destination, dry_run)
+        if as_json:
+            emit(True, {"reconcile": reconciled.to_dict(),
+                        "usage": usage_report(app.registry, tenant)}, [])
+            return
+        for line in reconcile_lines(reconciled):
+            click.echo(line)
+    elif dry_run:
+        raise click.UsageError("--dry-run goes with --reconcile")
+    report = usage_report(app.registry, tenant)
+    if publish:
+        from mlflow_tenant_plugins.monitoring.publisher import publish_line, publish_once
+
+        done = publish_once(app.registry, tenant)
+        data = {"usage": report[0] if tenant else report, "published": done}
+        emit(as_json, data, [*usage_lines(report), publish_line(done)])
+        return
+    emit(as_json, report[0] if tenant else report, usage_lines(report))
+
+
+@verb(cli, "validate")
+@click.argument("data")
+@click.option("--rules", required=True, metavar="RULES", help="The tenant's rules file (YAML).")
+@click.option("--run-id", metavar="ID", help="Log the dataset, verdict and report to this run "
+              "(server from MLFLOW_TRACKING_URI, key from MLFLOW_TRACKING_TOKEN).")
+def validate_data(app: App, data: str, rules: str, run_id: str | None, as_json: bool) -> int:
+    """Check DATA (CSV or Parquet) against RULES; exit 1 when it fails them."""
+    from mlflow_tenant_plugins.validation.command import run
+
+    return run(data, rules, run_id=run_id, as_json=as_json, tracking_uri=app.tracking_uri)
