@@ -146,7 +146,7 @@ def test_two_writers_racing_for_a_new_key_are_charged_exactly(
         files = [_file(tmp_path / f"r{round_}-{i}" / "same.bin", 100 + 50 * i) for i in range(2)]
         barrier = threading.Barrier(2)
 
-        def write(path: str, round_: int = round_) -> None:
+        def write(path: str, round_: int = round_, barrier=barrier) -> None:
             barrier.wait(timeout=30)
             repo.log_artifact(path, f"workspaces/{t}/race{round_}")
 

@@ -8,10 +8,10 @@ Accounting rules (the ledger counts bytes of objects under the tenant's prefix):
 - Overwriting a key: the new size is reserved up front and, once the new object is in place,
   the size of the object it replaced is released. A one-PUT write is create-only
   (``If-None-Match: *``): only when S3 answers that the key is taken is the replaced size
-  learnt (HEAD) and the key overwritten, so new keys — nearly all artifacts — pay no HEAD. The ledger ends at the true delta; while the
-  write runs it needs headroom for the new size (old and new both count, as both exist in S3
-  until the overwrite commits). Two writers racing on one key can leave a small drift, which
-  ``reconcile`` corrects.
+  learnt (HEAD) and the key overwritten, so new keys — nearly all artifacts — pay no HEAD.
+  The ledger ends at the true delta; while the write runs it needs headroom for the new
+  size (old and new both count, as both exist in S3 until the overwrite commits). Two
+  writers overwriting one key at once can leave a small drift, which ``reconcile`` corrects.
 - A delete releases the sizes of the objects S3 reports deleted (listed before the delete).
 - Multipart uploads reserve at completion, from S3's own list of the uploaded parts (exact and
   atomic: the object does not exist until ``CompleteMultipartUpload``). Creation only checks
