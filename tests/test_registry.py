@@ -180,6 +180,41 @@ def test_delete_is_refused_while_the_ledger_shows_use_unless_forced(registry, na
     assert not any(k.tenant == name for k in registry.list_keys())
 
 
+def test_deletion_fences_the_tenant_so_nothing_is_reserved_behind_its_check(
+    registry, name, monkeypatch
+):
+    registry.create_tenant(name)
+    _, secret = registry.create_key(name, "editor")
+    seen: dict = {}
+    delete_workspace = registry.mirror.delete_tenant
+
+    def concurrent_request_then_delete(tenant: str, force: bool = False) -> None:
+        # What a request arriving after the held-resources check would try.
+        with pytest.raises(MlflowException, match="being deleted") as exc:
+            registry.ledger.reserve(tenant, "endpoints", 1)
+        seen["code"] = error_code(exc)
+        seen["key"] = registry.verify_key(secret)
+        delete_workspace(tenant, force=force)
+
+    monkeypatch.setattr(registry.mirror, "delete_tenant", concurrent_request_then_delete)
+    registry.delete_tenant(name)
+    assert seen == {"code": "INVALID_STATE", "key": None}
+    with pytest.raises(MlflowException):
+        registry.get_tenant(name)
+
+
+def test_a_refused_deletion_lifts_the_fence_and_keeps_the_status(registry, name):
+    registry.create_tenant(name)
+    registry.ledger.reserve(name, "storage_bytes", 10)
+    registry.set_status(name, "suspended")
+    with pytest.raises(MlflowException, match="storage_bytes=10"):
+        registry.delete_tenant(name)
+    assert registry.get_tenant(name).status == "suspended"
+    registry.set_status(name, "active")
+    registry.ledger.reserve(name, "storage_bytes", 5)
+    assert registry.ledger.get(name, "storage_bytes").used == 15
+
+
 def test_delete_after_release_needs_no_force_and_frees_the_name(registry, name):
     registry.create_tenant(name)
     _, secret = registry.create_key(name, "viewer")

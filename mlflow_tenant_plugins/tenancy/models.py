@@ -30,6 +30,11 @@ class Base(DeclarativeBase):
     pass
 
 
+# Status while a deletion runs (never set by users): keys stop, and the ledger reserves
+# nothing more, so what the deletion checked cannot grow behind its back.
+DELETING = "deleting"
+
+
 class TenantRow(Base):
     __tablename__ = "mlt_tenants"
 

@@ -26,6 +26,7 @@ from mlflow_tenant_plugins.tenancy import keys as keylib
 from mlflow_tenant_plugins.tenancy.db import get_engine
 from mlflow_tenant_plugins.tenancy.entities import ApiKey, Identity, Member, Tenant
 from mlflow_tenant_plugins.tenancy.models import (
+    DELETING,
     ApiKeyRow,
     PlatformStateRow,
     PrincipalRow,
@@ -228,6 +229,10 @@ class TenantRegistry:
         joins the tenant's status on each lookup."""
         if status not in _STATUSES:
             raise MlflowException.invalid_parameter_value(f"status must be one of {_STATUSES}")
+        self._write_status(name, status)
+        return self.get_tenant(name)
+
+    def _write_status(self, name: str, status: str) -> None:
         with self.engine.begin() as conn:
             if not conn.execute(
                 update(TenantRow)
@@ -235,21 +240,30 @@ class TenantRegistry:
                 .values(status=status, updated_at=utcnow())
             ).rowcount:
                 raise _not_found(f"tenant '{name}'")
-        return self.get_tenant(name)
 
     def delete_tenant(self, name: str, force: bool = False) -> None:
-        """Refuses while the tenant holds storage, endpoints or instances, unless forced."""
-        self.get_tenant(name)
-        held = [u for u in self.ledger.for_tenant(name) if u.used > 0]
-        if held and not force:
-            desc = ", ".join(f"{u.resource}={u.used}" for u in held)
-            raise MlflowException(
-                f"tenant '{name}' still holds resources ({desc}); delete them first or use --force",
-                INVALID_STATE,
-            )
-        # MLflow's side first: with RESTRICT it refuses while the workspace has experiments
-        # or models, and then nothing of ours has been touched yet.
-        self.mirror.delete_tenant(name, force=force)
+        """Refuses while the tenant holds storage, endpoints or instances, unless forced.
+
+        The tenant is fenced first (status ``deleting``: its keys stop and the ledger reserves
+        nothing more), so no reservation can land between the check and the delete; a refused
+        deletion lifts the fence again."""
+        before = self.get_tenant(name).status
+        self._write_status(name, DELETING)
+        try:
+            held = [u for u in self.ledger.for_tenant(name) if u.used > 0]
+            if held and not force:
+                desc = ", ".join(f"{u.resource}={u.used}" for u in held)
+                raise MlflowException(
+                    f"tenant '{name}' still holds resources ({desc}); delete them first or use "
+                    "--force",
+                    INVALID_STATE,
+                )
+            # MLflow's side first: with RESTRICT it refuses while the workspace has
+            # experiments or models, and then nothing of ours has been touched yet.
+            self.mirror.delete_tenant(name, force=force)
+        except BaseException:
+            self._write_status(name, before if before != DELETING else "active")
+            raise
         with self._session() as s:
             principals = s.scalars(
                 select(PrincipalRow.name)

@@ -13,11 +13,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_STATE
 from sqlalchemy import case, select, update
 from sqlalchemy.engine import Engine
 
 from mlflow_tenant_plugins.tenancy.errors import QuotaExceeded
-from mlflow_tenant_plugins.tenancy.models import TenantRow, UsageRow, utcnow
+from mlflow_tenant_plugins.tenancy.models import DELETING, TenantRow, UsageRow, utcnow
 
 # resource name -> the tenant column that limits it
 RESOURCES = {
@@ -33,6 +34,7 @@ class Usage:
     resource: str
     used: int
     limit: int
+    deleting: bool = False  # the tenant's deletion has begun: nothing more can be reserved
 
     @property
     def utilization(self) -> float:
@@ -58,8 +60,11 @@ class UsageLedger:
         _check_resource(resource)
         if amount < 0:
             raise MlflowException.invalid_parameter_value("cannot reserve a negative amount")
+        # A tenant being deleted has no limit: nothing can be reserved once deletion has begun.
         limit = (
-            select(RESOURCES[resource]).where(TenantRow.name == tenant).scalar_subquery()
+            select(RESOURCES[resource])
+            .where(TenantRow.name == tenant, TenantRow.status != DELETING)
+            .scalar_subquery()
         )
         stmt = (
             update(UsageRow)
@@ -74,6 +79,8 @@ class UsageLedger:
             if conn.execute(stmt).rowcount == 1:
                 return
         current = self.get(tenant, resource)
+        if current.deleting:
+            raise MlflowException(f"tenant '{tenant}' is being deleted", INVALID_STATE)
         raise QuotaExceeded(tenant, resource, amount, current.used, current.limit)
 
     def release(self, tenant: str, resource: str, amount: int) -> None:
@@ -120,7 +127,7 @@ class UsageLedger:
 
     def get(self, tenant: str, resource: str) -> Usage:
         _check_resource(resource)
-        stmt = select(UsageRow.used, RESOURCES[resource]).join(
+        stmt = select(UsageRow.used, RESOURCES[resource], TenantRow.status).join(
             TenantRow, TenantRow.name == UsageRow.tenant
         ).where(UsageRow.tenant == tenant, UsageRow.resource == resource)
         with self._engine.connect() as conn:
@@ -129,7 +136,7 @@ class UsageLedger:
             raise MlflowException(
                 f"tenant '{tenant}' does not exist", error_code="RESOURCE_DOES_NOT_EXIST"
             )
-        return Usage(tenant, resource, int(row[0]), int(row[1]))
+        return Usage(tenant, resource, int(row[0]), int(row[1]), deleting=row[2] == DELETING)
 
     def for_tenant(self, tenant: str) -> list[Usage]:
         return [self.get(tenant, r) for r in RESOURCES]
