@@ -104,6 +104,7 @@ def create_app():
     run_locator.install(engine)
     register_routes(engine, registry)
     _bind_artifact_destination_per_request()
+    _warm_artifacts_in_background()
     app = engine.create_app()
     _check_route_coverage(engine, app)
     app.add_middleware(TenantMiddleware, authenticator=authenticator)
@@ -117,7 +118,7 @@ def _bind_artifact_destination_per_request() -> None:
     caches the first repository it builds — bound by ``for_workspace`` to whichever tenant made
     the first artifact request — and serves it to every later request. We wrap it so each
     request gets its own tenant's repository (tests/test_artifacts_server.py names the gap)."""
-    from mlflow.server import ARTIFACTS_DESTINATION_ENV_VAR, handlers
+    from mlflow.server import handlers
 
     from mlflow_tenant_plugins.artifacts.repository import repository_for_request
 
@@ -130,6 +131,14 @@ def _bind_artifact_destination_per_request() -> None:
 
     per_request.tenant_per_request = True
     handlers._get_artifact_repo_mlflow_artifacts = per_request
+
+
+def _warm_artifacts_in_background() -> None:
+    """With a ``tenant-s3`` destination, each worker builds its artifact runtime at startup
+    (database engine, botocore's endpoint rules, the STS or ambient client): otherwise the
+    worker's first upload pays about a second for it."""
+    from mlflow.server import ARTIFACTS_DESTINATION_ENV_VAR
+
     if os.environ.get(ARTIFACTS_DESTINATION_ENV_VAR, "").startswith("tenant-s3:"):
         threading.Thread(target=_warm_artifacts, name="tenant-s3-warm", daemon=True).start()
 
