@@ -44,6 +44,26 @@ def reconcile_lines(report) -> list[str]:
     return lines or [f"no drift in {len(report.tenants)} tenant(s)"]
 
 
+def reconcile_deployments(app: App, tenant: str | None, dry_run: bool):
+    """SageMaker's truth into the endpoint and instance ledger (deployments.reconcile)."""
+    from mlflow_tenant_plugins.config import load_settings
+    from mlflow_tenant_plugins.deployments.reconcile import reconcile
+    from mlflow_tenant_plugins.deployments.service import DeploymentService
+
+    if tenant:
+        app.registry.get_tenant(tenant)  # unknown tenant: one clear line
+    service = DeploymentService(app.registry, load_settings())
+    return reconcile(service, [tenant] if tenant else None, dry_run=dry_run)
+
+
+def deployment_lines(report, dry_run: bool) -> list[str]:
+    verb_ = "would correct" if dry_run else "corrected"
+    lines = [f"{t.tenant}: ledger {t.ledger} -> SageMaker {t.sagemaker}, "
+             f"{verb_ if t.status in ('corrected', 'drift') else t.status}"
+             for t in report if t.status != "ok"]
+    return lines or [f"no deployment drift in {len(report)} tenant(s)"]
+
+
 @verb(cli, "usage")
 @click.argument("tenant", required=False)
 @click.option("--publish", is_flag=True, help="Also publish the usage to CloudWatch once: "
@@ -52,20 +72,34 @@ def reconcile_lines(report) -> list[str]:
               help="First list each tenant's prefix under the server's --artifacts-destination "
               "(tenant-s3://BUCKET/PREFIX), page by page, and correct the storage ledger's "
               "drift, reporting what changed.")
-@click.option("--dry-run", is_flag=True, help="With --reconcile: report drift, change nothing.")
+@click.option("--reconcile-deployments", "reconcile_deployments_", is_flag=True,
+              help="First count each tenant's SageMaker endpoints and the instances they "
+              "reserve (with your own AWS credentials) and correct the endpoint and instance "
+              "ledger's drift, e.g. after a worker died mid-deploy; tenants with a deploy in "
+              "flight are left alone.")
+@click.option("--dry-run", is_flag=True,
+              help="With --reconcile or --reconcile-deployments: report drift, change nothing.")
 def usage(app: App, tenant: str | None, publish: bool, destination: str | None,
-          dry_run: bool, as_json: bool) -> None:
+          reconcile_deployments_: bool, dry_run: bool, as_json: bool) -> None:
     """Show each tenant's use against its quotas (of TENANT, or of every tenant)."""
+    reconciled: dict = {}
     if destination:
-        reconciled = reconcile_storage(app, tenant, destination, dry_run)
-        if as_json:
-            emit(True, {"reconcile": reconciled.to_dict(),
-                        "usage": usage_report(app.registry, tenant)}, [])
-            return
-        for line in reconcile_lines(reconciled):
-            click.echo(line)
-    elif dry_run:
-        raise click.UsageError("--dry-run goes with --reconcile")
+        storage = reconcile_storage(app, tenant, destination, dry_run)
+        reconciled["reconcile"] = storage.to_dict()
+        if not as_json:
+            for line in reconcile_lines(storage):
+                click.echo(line)
+    if reconcile_deployments_:
+        report = reconcile_deployments(app, tenant, dry_run)
+        reconciled["reconcile_deployments"] = [t.to_dict() for t in report]
+        if not as_json:
+            for line in deployment_lines(report, dry_run):
+                click.echo(line)
+    if dry_run and not reconciled:
+        raise click.UsageError("--dry-run goes with --reconcile or --reconcile-deployments")
+    if reconciled and as_json:
+        emit(True, {**reconciled, "usage": usage_report(app.registry, tenant)}, [])
+        return
     report = usage_report(app.registry, tenant)
     if publish:
         from mlflow_tenant_plugins.monitoring.publisher import publish_line, publish_once

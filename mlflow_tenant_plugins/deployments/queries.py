@@ -3,6 +3,7 @@ every call makes (an endpoint is a tenant's only if it carries that tenant's tag
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from mlflow.exceptions import MlflowException
@@ -94,21 +95,24 @@ class DeploymentQueries:
                                        if rec.get(k)}
         return out
 
-    def list(self, tenant_name: str) -> list[dict]:
-        """Only this tenant's endpoints, across every page, plus in-flight or failed ones."""
-        out: dict[str, dict] = {}
-        token = n.tenant_token(tenant_name)
+    def owned_endpoints(self, tenant_name: str) -> Iterator[tuple[dict, dict[str, str]]]:
+        """(ListEndpoints entry, tags) of each of the tenant's deployments, across every page."""
         paginator = self.aws.sagemaker.get_paginator("list_endpoints")
-        for page in paginator.paginate(NameContains=token,
+        for page in paginator.paginate(NameContains=n.tenant_token(tenant_name),
                                        PaginationConfig={"PageSize": self.page_size}):
             for ep in page.get("Endpoints", []):
                 tags = self._tags(ep["EndpointArn"])
-                if tags.get(n.TAG_TENANT) != tenant_name or n.TAG_DEPLOYMENT not in tags:
-                    continue
-                out[tags[n.TAG_DEPLOYMENT]] = {
-                    "name": tags[n.TAG_DEPLOYMENT], "endpoint_name": ep["EndpointName"],
-                    "status": ep["EndpointStatus"], "model_uri": tags.get(n.TAG_MODEL_URI),
-                }
+                if tags.get(n.TAG_TENANT) == tenant_name and n.TAG_DEPLOYMENT in tags:
+                    yield ep, tags
+
+    def list(self, tenant_name: str) -> list[dict]:
+        """Only this tenant's endpoints, across every page, plus in-flight or failed ones."""
+        out: dict[str, dict] = {}
+        for ep, tags in self.owned_endpoints(tenant_name):
+            out[tags[n.TAG_DEPLOYMENT]] = {
+                "name": tags[n.TAG_DEPLOYMENT], "endpoint_name": ep["EndpointName"],
+                "status": ep["EndpointStatus"], "model_uri": tags.get(n.TAG_MODEL_URI),
+            }
         for record in self.storage.records(tenant_name):
             name = record.get("name")
             if not name:
