@@ -23,55 +23,31 @@ import contextlib
 import json
 import os
 import secrets
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import _load  # noqa: F401  (puts the repository root on sys.path, for tests.fixtures)
 import boto3
-import requests
+
+from tests.fixtures.process import Process, free_port
 
 REGION = "us-east-1"
 BUCKET = "mlt-bench"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def _process(args: list[str], log: Path, env: dict[str, str], ready: str) -> Iterator[None]:
-    """Run ``args`` in its own process group until the block ends; wait for ``ready`` (URL)."""
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                cwd=log.parent, start_new_session=True)
+    """Run ``args`` until the block ends, once ``ready`` (a URL) answers 200; stop by PID."""
+    proc = Process(args, log, env=env, cwd=log.parent)
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{args[:4]} exited:\n{log.read_text()[-3000:]}")
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(ready, timeout=2).status_code == 200:
-                    break
-            time.sleep(0.5)
-        else:
-            raise RuntimeError(f"{ready} not ready:\n{log.read_text()[-3000:]}")
+        proc.wait_http(ready, timeout=180, ok=lambda r: r.status_code == 200)
         yield
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=20)
+        proc.stop(timeout=20)
 
 
 def _base_env(moto_url: str) -> dict[str, str]:
@@ -86,7 +62,7 @@ def _base_env(moto_url: str) -> dict[str, str]:
 
 def _server(work: Path, env: dict[str, str], destination: str, tenant_auth: bool,
             workspaces: bool = False):
-    port = _free_port()
+    port = free_port()
     args = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
             "--backend-store-uri", f"sqlite:///{work}/mlflow.db",
             "--artifacts-destination", destination]
@@ -199,7 +175,7 @@ def main() -> None:
         with open(big, "wb") as f:
             for _ in range(opts.big_mb):
                 f.write(os.urandom(2**20))
-        moto_port = _free_port()
+        moto_port = free_port()
         moto_url = f"http://127.0.0.1:{moto_port}"
         env = _base_env(moto_url)
         moto = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)]
