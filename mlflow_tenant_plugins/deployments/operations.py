@@ -82,6 +82,11 @@ class Plan:
     # SageMaker updates blue/green (its default too): the new fleet runs beside the old until
     # traffic has moved, so the update holds the new fleet's instances for its duration.
     surge_instances: int = 0
+
+    @property
+    def held_instances(self) -> int:
+        """Instances this call holds in the ledger while it runs."""
+        return self.reserved_instances + self.surge_instances
     strategy: str = "replace"
     deployment_config: dict | None = None
     exclude_retained: list[str] = field(default_factory=list)
@@ -200,9 +205,8 @@ class Operations:
     def _fail(self, plan: Plan, operation: str, exc: BaseException, undo: Undo) -> None:
         reason = describe(exc)
         leftovers = undo.run()
-        held = plan.reserved_instances + plan.surge_instances
-        if held:
-            self.svc.registry.ledger.release(plan.tenant, "instances", held)
+        if plan.held_instances:
+            self.svc.registry.ledger.release(plan.tenant, "instances", plan.held_instances)
         if operation == "create":
             self.svc.registry.ledger.release(plan.tenant, "endpoints", 1)
         record = {

@@ -14,12 +14,11 @@ counted: a reconcile never overwrites a live reservation with a stale count.
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from mlflow_tenant_plugins.deployments import names as n
-from mlflow_tenant_plugins.deployments.storage import IN_FLIGHT
+from mlflow_tenant_plugins.deployments.storage import in_flight
 
 if TYPE_CHECKING:
     from mlflow_tenant_plugins.deployments.service import DeploymentService
@@ -49,11 +48,7 @@ def held_in_sagemaker(service: DeploymentService, tenant: str) -> dict[str, int]
 
 def _in_flight(service: DeploymentService, tenant: str) -> bool:
     stale_after = service._stale_after()
-    return any(
-        r.get("status") in IN_FLIGHT
-        and time.time() - float(r.get("updated_at", 0)) < stale_after
-        for r in service.storage.records(tenant)
-    )
+    return any(in_flight(r, stale_after) for r in service.storage.records(tenant))
 
 
 def reconcile_tenant(service: DeploymentService, tenant: str,

@@ -216,7 +216,7 @@ class DeploymentService(DeploymentQueries):
             "instance_type": plan.instance_type, "instance_count": plan.instance_count,
             "min_instances": plan.min_instances, "max_instances": plan.max_instances,
             "reserved": {"endpoints": 1 if operation == "create" else 0,
-                         "instances": plan.reserved_instances + plan.surge_instances},
+                         "instances": plan.held_instances},
             "started_at": time.time(),
         }
 
@@ -271,8 +271,7 @@ class DeploymentService(DeploymentQueries):
         record = self._record(plan, "update", "Updating")
         self.storage.claim(tenant.name, name, record, "update", self._stale_after())
         try:
-            self.registry.ledger.reserve(tenant.name, "instances",
-                                         plan.reserved_instances + plan.surge_instances)
+            self.registry.ledger.reserve(tenant.name, "instances", plan.held_instances)
         except QuotaExceeded as exc:
             self.storage.delete_record(tenant.name, name)
             raise QuotaExceeded(

@@ -30,6 +30,13 @@ IN_FLIGHT = ("Creating", "Updating", "Deleting")
 RECORD_FILE = "status.json"
 
 
+def in_flight(record: dict, stale_after: float) -> bool:
+    """An operation still running: in-flight status, and its record moved within
+    ``stale_after`` seconds (older ones belong to a worker that died)."""
+    return record.get("status") in IN_FLIGHT and (
+        time.time() - float(record.get("updated_at", 0)) < stale_after)
+
+
 def package_root(settings: Settings, tenant: str) -> tuple[str, str]:
     """(bucket, key prefix) under which the tenant's deployment objects live."""
     template = settings.deploy_package_root
@@ -148,9 +155,7 @@ class DeploymentStorage:
                 if current is None:
                     return self.put_record(tenant, name, record, if_none_match=True)
                 existing, etag = current
-                if existing.get("status") in IN_FLIGHT and (
-                    time.time() - float(existing.get("updated_at", 0)) < stale_after
-                ):
+                if in_flight(existing, stale_after):
                     raise MlflowException(
                         f"deployment '{name}' is busy: {existing.get('operation')} in progress "
                         f"(status {existing.get('status')}); try again when it is done",
