@@ -8,6 +8,11 @@ header to the profile's tenant unless the caller named a workspace. When the ser
 401 or 403 it adds to MLflow's error message which credential was sent (by key id or
 profile, never its value), so the user knows what to fix.
 
+Credentials go only to the origin they were made for. ``requests`` drops ``Authorization``
+when a redirect changes host, port or scheme, but carries every other header along, the
+IAM identity header among them (replayed within its 15 minutes, it logs in as the user):
+so a redirect to another origin is refused before ``requests`` follows it.
+
 This module is imported by every MLflow client process that has the package installed
 (MLflow loads all request auth providers): it imports nothing heavy and nothing server-side.
 """
@@ -17,8 +22,9 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
+from mlflow.exceptions import MlflowException
 from mlflow.tracking.request_auth.abstract_request_auth_provider import RequestAuthProvider
 from requests.auth import AuthBase
 from requests.models import PreparedRequest, Response
@@ -27,6 +33,28 @@ from mlflow_tenant_plugins.client.profiles import Credential, fingerprint, resol
 
 WORKSPACE_HEADER = "X-MLFLOW-WORKSPACE"  # mlflow.utils.workspace_utils.WORKSPACE_HEADER_NAME
 _REFUSALS = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED"}
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or _DEFAULT_PORTS.get(scheme)
+    except ValueError:  # a port that is not a number: an origin of its own
+        port = -1
+    return scheme, (parts.hostname or "").lower(), port
+
+
+def same_origin(sent_to: str, redirected_to: str) -> bool:
+    """Whether a credential sent to ``sent_to`` may follow a redirect to ``redirected_to``:
+    same scheme, host and port, or the same host upgraded from http to https on the default
+    ports (the rule ``requests`` applies to ``Authorization``)."""
+    old, new = _origin(sent_to), _origin(redirected_to)
+    if old == new:
+        return True
+    return (old[0], new[0]) == ("http", "https") and old[1] == new[1] \
+        and (old[2], new[2]) == (80, 443)
 
 
 class TenantAuth(AuthBase):
@@ -54,7 +82,28 @@ class TenantAuth(AuthBase):
                 and "/mlflow/workspaces" not in urlsplit(request.url or "").path:
             request.headers[WORKSPACE_HEADER] = tenant
         request.register_hook("response", self._explain_refusal)
+        if self._signer is not None:
+            request.register_hook("response", self._refuse_cross_origin_redirect)
         return request
+
+    def _refuse_cross_origin_redirect(self, response: Response, *_args, **_kwargs
+                                      ) -> Response:
+        """Stop ``requests`` from following a redirect to another origin with the IAM header
+        (hooks run before it follows; it copies the request it sent)."""
+        if not response.is_redirect or response.request is None:
+            return response
+        from mlflow_tenant_plugins.client.aws_iam import IAM_HEADER
+
+        sent_to = response.request.url or response.url
+        target = urljoin(sent_to, response.headers.get("location", ""))
+        if same_origin(sent_to, target):
+            return response
+        response.request.headers.pop(IAM_HEADER, None)  # even if someone catches the error
+        response.close()
+        raise MlflowException(
+            f"the tracking server at {_origin_text(sent_to)} redirected to another origin, "
+            f"{_origin_text(target)}: tenant auth does not send the AWS IAM identity there. "
+            "If that server is the platform, set MLFLOW_TRACKING_URI to it")
 
     def _explain_refusal(self, response: Response, *_args, **_kwargs) -> Response:
         """Name the credential in the server's 401/403 message (MLflow shows that message)."""
@@ -75,6 +124,13 @@ class TenantAuth(AuthBase):
         response.headers["Content-Type"] = "application/json"
         response.headers.pop("Content-Length", None)
         return response
+
+
+def _origin_text(url: str) -> str:
+    scheme, host, port = _origin(url)
+    host = host.encode("unicode_escape").decode("ascii")  # from the server: shown as data
+    return f"{scheme}://{host}:{port}" if port not in (None, _DEFAULT_PORTS.get(scheme)) \
+        else f"{scheme}://{host}"
 
 
 _lock = threading.Lock()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import threading
 import time
 from urllib.parse import urlsplit
@@ -27,6 +28,7 @@ STS_CONTENT_TYPE = "application/x-www-form-urlencoded; charset=utf-8"
 # answers from its cache; the server accepts it for 15 minutes.
 RESIGN_AFTER_SECONDS = 300.0
 WIRE_VERSION = 1
+_logger = logging.getLogger(__name__)
 
 
 def encode_signed_request(method: str, url: str, body: str, headers: dict[str, str]) -> str:
@@ -53,6 +55,14 @@ def default_server_id(tracking_url: str) -> str:
     return urlsplit(tracking_url).netloc.rpartition("@")[2].lower()
 
 
+def server_id_host(server_id: str) -> str | None:
+    """The host part of a server id (``host`` or ``host:port``), or None when it has none."""
+    try:
+        return urlsplit(f"//{server_id}").hostname
+    except ValueError:
+        return None
+
+
 class IamSigner:
     """Signs with boto3's credential chain (or a named AWS profile), once per
     ``RESIGN_AFTER_SECONDS`` per server id; boto3 is imported only when first used."""
@@ -67,6 +77,7 @@ class IamSigner:
         self._signed: dict[str, tuple[float, str]] = {}
         self._session = None
         self._target: tuple[str, str] | None = None  # (STS endpoint URL, region)
+        self._warned: set[tuple[str, str]] = set()
 
     def describe(self) -> str:
         source = f"AWS profile '{self.aws_profile}'" if self.aws_profile else \
@@ -75,6 +86,8 @@ class IamSigner:
 
     def header_value(self, tracking_url: str) -> str:
         server_id = self.server_id or default_server_id(tracking_url)
+        if self.server_id:
+            self._warn_if_elsewhere(tracking_url)
         with self._lock:
             signed_at, value = self._signed.get(server_id, (0.0, ""))
             if time.monotonic() - signed_at < RESIGN_AFTER_SECONDS:
@@ -82,6 +95,22 @@ class IamSigner:
             value = self._sign(server_id)
             self._signed[server_id] = (time.monotonic(), value)
             return value
+
+    def _warn_if_elsewhere(self, tracking_url: str) -> None:
+        """An explicit server id signs for that platform whatever host is contacted: say so,
+        once per host, when the host contacted is not the server id's."""
+        host = (urlsplit(tracking_url).hostname or "").lower()
+        if host == (server_id_host(self.server_id or "") or "").lower():
+            return
+        with self._lock:
+            if (self.server_id, host) in self._warned:
+                return
+            self._warned.add((self.server_id, host))
+        _logger.warning(
+            "tenant auth signs the AWS IAM identity for server id '%s' but is sending it to "
+            "%s: a server there could use it for 15 minutes to act as you on '%s'. Check "
+            "MLFLOW_TRACKING_URI and server_id in your tenant profile",
+            self.server_id, host.encode("unicode_escape").decode("ascii"), self.server_id)
 
     def _sign(self, server_id: str) -> str:
         import boto3
