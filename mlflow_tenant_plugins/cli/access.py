@@ -16,6 +16,7 @@ from mlflow_tenant_plugins.cli.common import (
     when,
 )
 from mlflow_tenant_plugins.cli.root import cli
+from mlflow_tenant_plugins.tenancy.text import printable
 
 
 def key_status(k, tenant_status: dict[str, str]) -> str:
@@ -119,14 +120,26 @@ def member_bind(app: App, tenant: str, principal: str, role: str, as_json: bool)
     emit(as_json, m.to_dict(), [f"{m.principal} is {m.role} in {m.tenant}"])
 
 
+def listed_member(names: list[str], given: str, tenant: str) -> str:
+    """The member ``given`` names: itself, else the one 'member list' printed as ``given``
+    (a name with a control character is listed escaped, and must not hide behind another)."""
+    if given in names:
+        return given
+    shown = [n for n in names if printable(n) == given]
+    if len(shown) != 1:
+        why = "several members are" if shown else "no member is"
+        raise click.UsageError(f"{why} listed as '{given}' in tenant '{tenant}' (see "
+                               "'member list --json' for the exact names)")
+    return shown[0]
+
+
 @verb(member, "unbind")
 @click.argument("tenant")
 @click.argument("principal")
 def member_unbind(app: App, tenant: str, principal: str, as_json: bool) -> None:
-    """Remove PRINCIPAL's role in TENANT."""
+    """Remove PRINCIPAL's role in TENANT (as 'member list' shows it, escapes and all)."""
     registry = app.registry
-    if principal not in {m.principal for m in registry.members(tenant)}:
-        raise click.UsageError(f"'{principal}' is not a member of tenant '{tenant}'")
+    principal = listed_member([m.principal for m in registry.members(tenant)], principal, tenant)
     registry.unbind(principal, tenant)
     emit(as_json, {"principal": principal, "tenant": tenant, "unbound": True},
          [f"{principal} is no longer a member of {tenant}"])

@@ -14,6 +14,8 @@ from typing import Any
 
 import click
 
+from mlflow_tenant_plugins.tenancy.text import printable
+
 EXIT_BAD_INPUT = 2
 EXIT_FAILURE = 1
 DEBUG_ENV = "MLFLOW_TENANTS_DEBUG"
@@ -109,15 +111,18 @@ def verb(group: click.Group, name: str, **kwargs: Any) -> Callable:
 
 
 def emit(as_json: bool, data: Any, lines: Iterable[str]) -> None:
+    """Print ``data`` as JSON (ASCII, so escaped) or ``lines`` with tenant text made
+    printable: a description must not drive the admin's terminal."""
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
     else:
         for line in lines:
-            click.echo(line)
+            click.echo(printable(line))
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-    cells = [[str(c) for c in headers]] + [["-" if c is None else str(c) for c in r] for r in rows]
+    cells = [[str(c) for c in headers]] + [["-" if c is None else printable(str(c)) for c in r]
+                                           for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
 
@@ -147,7 +152,7 @@ def one_line(message: object) -> str:
 
 
 def fail(message: object, status: int) -> int:
-    click.echo(f"error: {one_line(message)}", err=True)
+    click.echo(f"error: {printable(one_line(message))}", err=True)
     return status
 
 

@@ -6,6 +6,7 @@ import click
 
 from mlflow_tenant_plugins.cli.common import App, emit, fmt_amount, size, table, verb
 from mlflow_tenant_plugins.cli.root import cli
+from mlflow_tenant_plugins.tenancy.text import printable
 
 
 # -- usage: read the ledger; reconciliation and publishing extend this verb -----------------
@@ -88,13 +89,13 @@ def usage(app: App, tenant: str | None, publish: bool, destination: str | None,
         reconciled["reconcile"] = storage.to_dict()
         if not as_json:
             for line in reconcile_lines(storage):
-                click.echo(line)
+                click.echo(printable(line))
     if reconcile_deployments_:
         report = reconcile_deployments(app, tenant, dry_run)
         reconciled["reconcile_deployments"] = [t.to_dict() for t in report]
         if not as_json:
             for line in deployment_lines(report, dry_run):
-                click.echo(line)
+                click.echo(printable(line))
     if dry_run and not reconciled:
         raise click.UsageError("--dry-run goes with --reconcile or --reconcile-deployments")
     if reconciled and as_json:

@@ -15,7 +15,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Blueprint, render_template_string
+import jinja2
+from flask import Blueprint
 from mlflow.server.handlers import catch_mlflow_exception
 
 from mlflow_tenant_plugins.auth.identity import require_platform_admin
@@ -24,12 +25,15 @@ from mlflow_tenant_plugins.monitoring.snapshot import TenantUsage, snapshot
 from mlflow_tenant_plugins.tenancy import TenantRegistry
 from mlflow_tenant_plugins.tenancy.models import utcnow
 from mlflow_tenant_plugins.tenancy.quotas import format_size
+from mlflow_tenant_plugins.tenancy.text import printable
 
 _logger = logging.getLogger(__name__)
 PATH = "/usage-page"
 blueprint = Blueprint("tenant_monitoring", __name__, url_prefix="/api/2.0/tenants")
 _state: dict[str, Any] = {}
 _LABELS = {"storage_bytes": "storage", "endpoints": "endpoints", "instances": "instances"}
+# Every value is HTML-escaped whatever the template's name (Flask decides by file name).
+_JINJA = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
 
 
 def init(registry: TenantRegistry, settings: Settings | None = None) -> None:
@@ -91,6 +95,19 @@ def endpoint_alarms(tenant: str) -> list[dict[str, Any]]:
     return out
 
 
+def _text(value: Any) -> str:
+    """Tenant-reachable text as the page shows it: control and format characters escaped
+    (HTML escaping is the template's)."""
+    return printable(str(value))
+
+
+def _shown(endpoint: dict[str, Any]) -> dict[str, Any]:
+    """An endpoint's names and states, any of which a tenant may have had a hand in, as text."""
+    return {"name": _text(endpoint["name"]), "status": _text(endpoint["status"]),
+            "alarms": [{k: _text(a[k]) for k in ("name", "metric", "state")}
+                       for a in endpoint["alarms"]]}
+
+
 def _deployments_available() -> bool:
     return importlib.util.find_spec("mlflow_tenant_plugins.deployments.routes") is not None
 
@@ -98,12 +115,12 @@ def _deployments_available() -> bool:
 def build_rows(usages: list[TenantUsage], threshold: float) -> list[Row]:
     rows = []
     for u in usages:
-        row = Row(u.tenant, u.status, [bar(u, r, threshold) for r in _LABELS])
+        row = Row(_text(u.tenant), _text(u.status), [bar(u, r, threshold) for r in _LABELS])
         if u.used["endpoints"] == 0 or not _deployments_available():
             row.note = "no endpoints"
         else:
             try:
-                row.endpoints = endpoint_alarms(u.tenant)
+                row.endpoints = [_shown(e) for e in endpoint_alarms(u.tenant)]
                 row.note = "" if row.endpoints else "no endpoints"
             except Exception as exc:
                 _logger.warning("alarm states of tenant %s unavailable", u.tenant, exc_info=True)
@@ -115,8 +132,7 @@ def build_rows(usages: list[TenantUsage], threshold: float) -> list[Row]:
 def render(usages: list[TenantUsage], threshold: float) -> str:
     rows = build_rows(usages, threshold)
     template = (importlib.resources.files(__package__) / "templates" / "usage_page.html")
-    return render_template_string(
-        template.read_text(encoding="utf-8"),
+    return _JINJA.from_string(template.read_text(encoding="utf-8")).render(
         rows=rows,
         threshold=f"{threshold:g}",
         warn=f"{0.75 * threshold:g}",

@@ -37,6 +37,7 @@ from mlflow_tenant_plugins.tenancy.models import (
 )
 from mlflow_tenant_plugins.tenancy.quotas import Quotas
 from mlflow_tenant_plugins.tenancy.roles import Role
+from mlflow_tenant_plugins.tenancy.text import check_plain_text
 from mlflow_tenant_plugins.tenancy.usage import RESOURCES, UsageLedger
 from mlflow_tenant_plugins.tenancy.workspaces import WorkspaceMirror
 
@@ -77,6 +78,7 @@ def validate_principal_name(name: str) -> None:
 
 
 def _check_text(what: str, value: str | None, limit: int) -> None:
+    check_plain_text(what, value)  # shown in the admin's terminal and page: no control chars
     if value is not None and len(value) > limit:
         raise MlflowException.invalid_parameter_value(
             f"{what} is too long: {len(value)} characters, at most {limit}"

@@ -8,6 +8,7 @@ import json
 
 import click
 
+from mlflow_tenant_plugins.tenancy.text import printable
 from mlflow_tenant_plugins.validation.core import validate
 
 EXIT_FAILED = 1
@@ -37,7 +38,8 @@ def run(data: str, rules: str, *, run_id: str | None = None, as_json: bool = Fal
         out = {**result.report, "run_id": result.run_id, "report_path": result.report_path}
         click.echo(json.dumps(out, indent=2, default=str))
     else:
-        click.echo("\n".join(_text(result, run_id)))
+        # Column names and values come from the data: escaped, they cannot drive a terminal.
+        click.echo("\n".join(printable(line) for line in _text(result, run_id)))
     if result.passed:
         return 0
     click.echo(f"error: data failed {len(result.failures)} validation rule(s)", err=True)
