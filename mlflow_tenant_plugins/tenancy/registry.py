@@ -41,7 +41,8 @@ from mlflow_tenant_plugins.tenancy.text import check_plain_text
 from mlflow_tenant_plugins.tenancy.usage import RESOURCES, UsageLedger
 from mlflow_tenant_plugins.tenancy.workspaces import WorkspaceMirror
 
-_PRINCIPAL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+:/=-]{0,254}$")
+# Matched whole (fullmatch): '$' would also match before a trailing newline.
+_PRINCIPAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+:/=-]{0,254}")
 _SNS_TOPIC_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$")
 # Column widths: checked here so that PostgreSQL never answers with a raw DataError.
 _MAX_DISPLAY_NAME = 256
@@ -70,7 +71,7 @@ def validate_tenant_name(name: str) -> None:
 
 
 def validate_principal_name(name: str) -> None:
-    if not isinstance(name, str) or not _PRINCIPAL.match(name):
+    if not isinstance(name, str) or not _PRINCIPAL.fullmatch(name):
         raise MlflowException.invalid_parameter_value(
             f"invalid principal name {name!r}: 1-255 characters, letters, digits and ._@+:/=-, "
             "starting with a letter or digit"
