@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from itertools import pairwise
 from pathlib import Path
 
 import pandas as pd
@@ -265,3 +266,47 @@ def test_validation_package_stays_client_side():
                           timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+# -- bounded parsing of a tenant's YAML (issue 13, finding 5) ---------------------------------
+def alias_bomb(levels: int = 9, width: int = 9) -> str:
+    """Nested aliases: a few hundred bytes that stand for ``width ** levels`` values."""
+    names = "abcdefghijklmnopqrstuvwxyz"[:levels]
+    lines = ["columns:", f"  {names[0]}: &{names[0]} [{','.join(['x'] * width)}]"]
+    lines += [f"  {n}: &{n} [{','.join(['*' + p] * width)}]" for p, n in pairwise(names)]
+    return "\n".join(lines) + "\n"
+
+
+def test_a_418_byte_alias_bomb_is_refused_at_once_by_the_cli(tmp_path):
+    """The replay: ``mlflow-tenants validate`` on this file walked every alias again and hung."""
+    bomb = alias_bomb() + "# " + "padding " * 10 + "\n"
+    assert len(bomb.encode()) <= 418
+    (tmp_path / "bomb.yaml").write_text(bomb)
+    (tmp_path / "data.csv").write_text("a\n1\n")
+    cli = Path(sys.executable).parent / "mlflow-tenants"
+    done = subprocess.run([str(cli), "validate", "data.csv", "--rules", "bomb.yaml"],
+                          capture_output=True, text=True, timeout=90, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "bomb.yaml line 2: YAML anchor &a is not allowed in rules" in done.stderr
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("columns:\n  a: &x {gt: 0}\n", "line 2: YAML anchor &x is not allowed"),
+    ("columns:\n  a: {gt: 0}\n  b: *x\n", "line 3: YAML alias *x is not allowed"),
+    ("columns:\n  a: &x {gt: 0}\n  b:\n    <<: *x\n", "line 2: YAML anchor &x"),
+])
+def test_anchors_and_aliases_are_refused_naming_the_line(text, expected):
+    with pytest.raises(RulesError) as exc:
+        parse_rules(text, "rules.yaml")
+    assert expected in exc.value.message
+    assert exc.value.error_code == "INVALID_PARAMETER_VALUE"
+
+
+def test_rules_with_more_values_than_the_budget_are_refused(monkeypatch):
+    from mlflow_tenant_plugins.validation import rules as rules_mod
+
+    monkeypatch.setattr(rules_mod, "MAX_RULES_NODES", 50)
+    text = "columns:\n  a:\n    isin: [" + ", ".join(str(i) for i in range(60)) + "]\n"
+    with pytest.raises(RulesError, match="line 3: more than 50 YAML values"):
+        parse_rules(text, "rules.yaml")
+    assert parse_rules("columns:\n  a:\n    isin: [1, 2, 3]\n", "rules.yaml").spec

@@ -16,6 +16,8 @@ from typing import Any
 
 from mlflow.exceptions import MlflowException
 
+from mlflow_tenant_plugins.tenancy.text import first_unsafe, reserved_prefix
+
 # Which command a key belongs to.
 CREATE, UPDATE, DELETE, LOCAL, CLIENT = "create", "update", "delete", "run-local", "client"
 
@@ -99,8 +101,10 @@ def _string_map(key: str, value: Any) -> dict[str, str]:
 def _tags(key: str, value: Any) -> dict[str, str]:
     tags = _string_map(key, value)
     for k, v in tags.items():
-        if k.lower().startswith(RESERVED_TAG_PREFIXES):
+        if reserved_prefix(k, RESERVED_TAG_PREFIXES):  # ' mlt:x', 'MLT：x' too
             raise _bad(key, value, f"tag {k!r}: the prefixes mlt: and aws: are reserved")
+        if first_unsafe(k + v) is not None:
+            raise _bad(key, value, f"tag {k!r}: control and format characters are not allowed")
         if len(k) > 128 or len(v) > 256:
             raise _bad(key, value, f"tag {k!r}: keys are at most 128, values 256 characters")
     if len(tags) > 20:

@@ -47,6 +47,8 @@ from mlflow_tenant_plugins.validation.spec import (
 )
 
 Path_ = tuple[str, ...]
+# Far above any real rules file (a column takes a handful of values), far below a slow one.
+MAX_RULES_NODES = 20_000
 
 
 @dataclass(frozen=True)
@@ -99,9 +101,27 @@ def _line_map(node: yaml.Node, problems: list[str], source: str) -> dict[Path_, 
     return out
 
 
+def _check_bounded(text: str, source: str) -> None:
+    """Refuse what makes YAML cost more than its size: anchors and aliases (nested aliases
+    expand exponentially - a 400-byte file is millions of nodes to walk) and more than
+    ``MAX_RULES_NODES`` nodes. One pass over the event stream, before anything is built."""
+    nodes = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            kind = "alias *" if isinstance(event, yaml.AliasEvent) else "anchor &"
+            raise RulesError([f"{_where(source, event.start_mark.line + 1)}: YAML {kind}"
+                              f"{event.anchor} is not allowed in rules: write the value out"])
+        if isinstance(event, yaml.NodeEvent):
+            nodes += 1
+            if nodes > MAX_RULES_NODES:
+                raise RulesError([f"{_where(source, event.start_mark.line + 1)}: more than "
+                                  f"{MAX_RULES_NODES} YAML values: rules files are small"])
+
+
 def parse_rules(text: str, source: str = "<rules>") -> Rules:
     """Rules from YAML text. Raises :class:`RulesError` listing every problem with its line."""
     try:
+        _check_bounded(text, source)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
