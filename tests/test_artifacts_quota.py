@@ -23,7 +23,7 @@ def _file(path: Path, size: int) -> str:
     return str(path)
 
 
-def test_a_write_reserves_its_size_and_over_quota_is_429_naming_quota_limit_and_use(
+def test_a_write_reserves_its_size_and_over_quota_is_409_naming_quota_limit_and_use(
     artifact_env: ArtifactEnv, tmp_path: Path
 ) -> None:
     t = artifact_env.tenant(storage_bytes=1000)
@@ -33,7 +33,7 @@ def test_a_write_reserves_its_size_and_over_quota_is_429_naming_quota_limit_and_
     with pytest.raises(QuotaExceeded) as info:
         repo.log_artifact(_file(tmp_path / "b.bin", 600), f"workspaces/{t}/1")
     err = info.value
-    assert err.get_http_status_code() == 429 and err.error_code == "RESOURCE_EXHAUSTED"
+    assert err.get_http_status_code() == 409 and err.error_code == "RESOURCE_EXHAUSTED"
     assert "storage_bytes" in err.message and "(1000)" in err.message and "(600)" in err.message
     assert artifact_env.used(t) == 600 == artifact_env.stored(t)  # nothing of b.bin in S3
 

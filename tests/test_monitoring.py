@@ -85,7 +85,7 @@ def test_tenant_label_is_the_callers_verified_tenant_not_request_text() -> None:
     assert labels.tenant_label(None) == labels.UNAUTHENTICATED
 
 
-def test_quota_refusal_is_read_from_the_429_body_and_bounded() -> None:
+def test_quota_refusal_is_read_from_the_refusal_body_and_bounded() -> None:
     storage = QuotaExceeded("acme", "storage_bytes", 10, 5, 8)
     body = json.dumps({"error_code": "RESOURCE_EXHAUSTED", "message": storage.message})
     assert labels.quota_refused(body.encode()) == "storage_bytes"
@@ -116,7 +116,7 @@ def test_observer_counts_requests_denials_refusals_and_auth_failures() -> None:
     m.observe(ALICE, 200, "/api/2.0/mlflow/runs/get", 0.02, {}, b"")
     m.observe(ALICE, 200, "/api/2.0/mlflow/runs/get", 0.3, {}, b"")
     m.observe(ALICE, 403, "/api/2.0/tenants/list", 0.01, {}, b"")
-    m.observe(ALICE, 429, "/api/2.0/tenants/deployments/create", 0.05, {}, quota)
+    m.observe(ALICE, 409, "/api/2.0/tenants/deployments/create", 0.05, {}, quota)
     m.observe(INVALID_KEY, 401, "/api/2.0/mlflow/runs/get", 0.01,
               {"authorization": "Bearer x"}, b"")
     total = "mlflow_tenant_requests_total"

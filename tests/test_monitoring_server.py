@@ -130,7 +130,7 @@ def test_scraped_series_count_exactly_the_requests_each_tenant_made(mon: Monitor
     artifacts = _artifact_dir(mon, key_c)
     assert _put(mon, key_c, f"{artifacts}/small.bin", 100).status_code == 200
     refused = _put(mon, key_c, f"{artifacts}/big.bin", 2000)
-    assert refused.status_code == 429 and refused.json()["error_code"] == "RESOURCE_EXHAUSTED"
+    assert refused.status_code == 409 and refused.json()["error_code"] == "RESOURCE_EXHAUSTED"
 
     # The gauges are refreshed at most once a second per worker (MetricsMiddleware): a scrape
     # sooner than that after the last one would show the usage as it was then.

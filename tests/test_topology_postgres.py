@@ -162,7 +162,7 @@ def test_storage_quota_reserved_through_both_instances_is_never_exceeded(instanc
         t.start()
     for t in threads:
         t.join(timeout=300)
-    assert sorted(set(codes)) == [200, 429], codes
+    assert sorted(set(codes)) == [200, 409], codes
     assert codes.count(200) == fits
     usage = reg.ledger.get("quota-race", "storage_bytes")
     assert usage.used == size * fits <= usage.limit

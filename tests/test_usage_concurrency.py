@@ -96,7 +96,7 @@ def test_refused_reservation_adds_nothing_and_names_the_quota(registry):
     with pytest.raises(QuotaExceeded) as exc:
         ledger.reserve(tenant, RESOURCE, 4)
     assert exc.value.error_code == "RESOURCE_EXHAUSTED"
-    assert exc.value.get_http_status_code() == 429
+    assert exc.value.get_http_status_code() == 409
     assert f"tenant '{tenant}'" in exc.value.message
     assert "endpoints limit is 10" in exc.value.message and "7 (7) in use" in exc.value.message
     assert ledger.get(tenant, RESOURCE).used == 7

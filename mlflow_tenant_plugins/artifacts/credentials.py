@@ -29,12 +29,19 @@ import boto3
 import botocore.session
 from botocore.config import Config
 from botocore.credentials import CredentialProvider, CredentialResolver, RefreshableCredentials
+from botocore.exceptions import BotoCoreError, ClientError
 from mlflow.environment_variables import (
     MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE,
     MLFLOW_S3_ENDPOINT_URL,
     MLFLOW_S3_IGNORE_TLS,
 )
 
+from mlflow_tenant_plugins.artifacts.errors import (
+    CONFIG_ERRORS,
+    StorageUnavailable,
+    describe_config_error,
+    error_code,
+)
 from mlflow_tenant_plugins.config import ConfigError, Settings
 
 MODES = ("auto", "ambient", "session-policy", "role-per-tenant")
@@ -48,6 +55,10 @@ OBJECT_ACTIONS = (
     "s3:AbortMultipartUpload",
     "s3:ListMultipartUploadParts",
 )
+# STS answers that no retry fixes: the server's identity or the role's trust is wrong.
+_STS_CONFIG_CODES = ("AccessDenied", "InvalidClientTokenId", "SignatureDoesNotMatch",
+                     "ExpiredToken", "UnrecognizedClientException", "NoSuchEntity",
+                     "MalformedPolicyDocument", "RegionDisabledException", "ValidationError")
 _SESSION_POLICY_MAX = 2048  # AWS's limit for an inline session policy (packed)
 _MAX_POOL = 32  # MLflow's download pool uses up to 20 threads per repository
 # Tenant clients kept at once (about 0.5 MB each); the least recently used is dropped first
@@ -172,6 +183,22 @@ class TenantCredentials:
         self._sts()
         self._core.get_service_model("s3")
 
+    def missing(self) -> str | None:
+        """What keeps this process from signing AWS requests for artifacts, or None.
+        Resolves the process's credential chain (env, profile, files, container/instance
+        metadata) without calling AWS: the startup check (:mod:`.startup`)."""
+        try:
+            found = self._core.get_credentials()
+        except (BotoCoreError, ValueError) as error:
+            return describe_config_error(error)
+        if found is None:
+            role = self.settings.artifact_role_arn
+            need = "S3" if self.mode == "ambient" else f"sts:AssumeRole of {role}"
+            return (f"no AWS credentials for the server process, which needs them for {need} "
+                    "(looked in AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, the "
+                    "shared credentials and config files, container and instance metadata)")
+        return None
+
     def client_for(self, tenant: str, bucket: str, fence: str) -> Any:
         """The S3 client acting for ``tenant``; created once, its credentials kept fresh."""
         if self.mode == "ambient":
@@ -238,7 +265,17 @@ class TenantCredentials:
         }
         if self.settings.artifact_role_external_id:
             params["ExternalId"] = self.settings.artifact_role_external_id
-        response: Mapping[str, Any] = self._sts().assume_role(**params)
+        try:
+            response: Mapping[str, Any] = self._sts().assume_role(**params)
+        except CONFIG_ERRORS as error:
+            raise StorageUnavailable(describe_config_error(error)) from error
+        except ClientError as error:
+            if error_code(error) not in _STS_CONFIG_CODES:
+                raise
+            raise StorageUnavailable(
+                f"the server cannot assume the artifact role {params['RoleArn']} for tenant "
+                f"'{tenant}' ({error_code(error)}: {error.response['Error'].get('Message', '')})"
+            ) from error
         self.assume_calls[tenant] += 1
         creds = response["Credentials"]
         return {

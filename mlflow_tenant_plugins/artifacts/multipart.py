@@ -5,18 +5,31 @@ URL, and asks the server to complete (or abort) it. The part URLs name the tenan
 signed with the tenant's prefix-scoped credentials, so a URL cannot be turned towards another
 prefix; they stay valid at most as long as the session that signed them.
 
-Quota: the server learns only the number of parts at creation, not the size, so the size is
-charged at completion from S3's own list of the uploaded parts (exact, and atomic: the object
-does not exist until ``CompleteMultipartUpload``). An upload that does not fit is aborted, its
-parts deleted, and the client gets 429. At creation only a cheap check runs: the smallest object
-that many parts can make ((n-1) × 5 MiB) must still fit, so a doomed upload fails before the
-client sends gigabytes.
+Quota — reserved at creation, settled at completion, released at abort. The server learns only
+the number of parts at creation; the stock client cuts every part but the last at
+``MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE`` (10 MiB by default; the server reads its own value of
+that variable), so the upload's *declared* size is ``num_parts × chunk`` — within one chunk of
+the file's size. That is reserved when the upload is created (all part URLs are handed out at
+once, so reserving per URL would be the same), and a tenant without room for it is refused
+before the client sends a byte. Completion settles the reservation to the exact size of the
+parts S3 lists (a client with larger parts pays the difference then, or is refused and its
+upload aborted); abort releases it. The reservation is recorded in
+:mod:`.reservations`, so completion and abort on any worker settle it exactly once, and an
+abandoned upload's reservation expires after a day: it is swept (upload aborted in S3, parts
+deleted, quota released) when the tenant next starts an upload, and by ``mlflow-tenants usage
+--reconcile``.
+
+What MLflow's protocol cannot bound: a part URL accepts up to 5 GiB, and S3 stores parts of an
+upload nobody completes. The sweep deletes them within a day, and the admin guide's bucket
+lifecycle rule (``AbortIncompleteMultipartUpload`` after one day) covers any upload the
+platform has no record of.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ntpath
+from datetime import UTC, datetime
 
 from botocore.exceptions import ClientError
 from mlflow.entities.multipart_upload import (
@@ -24,9 +37,10 @@ from mlflow.entities.multipart_upload import (
     MultipartUploadCredential,
     MultipartUploadPart,
 )
+from mlflow.environment_variables import MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE
 from mlflow.exceptions import MlflowException
 
-from mlflow_tenant_plugins.artifacts.errors import s3_errors
+from mlflow_tenant_plugins.artifacts.errors import StorageUnavailable, s3_errors
 from mlflow_tenant_plugins.artifacts.paths import TenantScope
 from mlflow_tenant_plugins.artifacts.quota import MIN_PART_BYTES
 from mlflow_tenant_plugins.tenancy.errors import QuotaExceeded
@@ -61,25 +75,46 @@ class TenantMultipartUploads:
             raise MlflowException.invalid_parameter_value(
                 f"num_parts must be between 1 and {MAX_PARTS}, got {num_parts}"
             )
-        self._quota(scope).precheck((num_parts - 1) * MIN_PART_BYTES)
-        client = self._get_s3_client()
+        self._sweep_expired_uploads(scope)
+        declared = num_parts * declared_part_bytes()
+        quota = self._quota(scope)
+        try:
+            quota.reserve(declared)
+        except QuotaExceeded as refused:
+            raise QuotaExceeded(
+                refused.tenant, refused.resource, declared, refused.used, refused.limit,
+                note=f"{num_parts} part(s) of up to {declared_part_bytes()} bytes, reserved "
+                     "when a multipart upload starts",
+            ) from None
+        client = self._get_s3_client_or_release(quota, declared)
         args = {k: v for k, v in self._put_args(key).items() if k in _CREATE_ARGS}
         owner = self._bucket_owner_params
-        with s3_errors(f"starting a multipart upload for tenant '{scope.tenant}'"):
-            upload_id = client.create_multipart_upload(Bucket=scope.bucket, Key=key, **args)
-            upload_id = upload_id["UploadId"]
-            credentials = [
-                MultipartUploadCredential(
-                    url=client.generate_presigned_url(
-                        "upload_part",
-                        Params={"Bucket": scope.bucket, "Key": key, "PartNumber": i,
-                                "UploadId": upload_id, **owner},
-                    ),
-                    part_number=i,
-                    headers={},
-                )
-                for i in range(1, num_parts + 1)
-            ]
+        upload_id = None
+        try:
+            with s3_errors(f"starting a multipart upload for tenant '{scope.tenant}'"):
+                upload_id = client.create_multipart_upload(Bucket=scope.bucket, Key=key, **args)
+                upload_id = upload_id["UploadId"]
+                credentials = [
+                    MultipartUploadCredential(
+                        url=client.generate_presigned_url(
+                            "upload_part",
+                            Params={"Bucket": scope.bucket, "Key": key, "PartNumber": i,
+                                    "UploadId": upload_id, **owner},
+                        ),
+                        part_number=i,
+                        headers={},
+                    )
+                    for i in range(1, num_parts + 1)
+                ]
+            self._runtime.reservations.record(scope.tenant, scope.bucket, key, upload_id,
+                                              declared)
+        except BaseException:
+            quota.release(declared)
+            if upload_id is not None:
+                with contextlib.suppress(Exception):
+                    client.abort_multipart_upload(
+                        Bucket=scope.bucket, Key=key, UploadId=upload_id, **owner)
+            raise
         return CreateMultipartUploadResponse(credentials=credentials, upload_id=upload_id)
 
     def complete_multipart_upload(
@@ -105,8 +140,10 @@ class TenantMultipartUploads:
                 if p["PartNumber"] in numbers
             )
             replaced = self._head_size(client, scope.bucket, key)
+            quota = self._quota(scope)
+            held = quota.holding(self._runtime.reservations.claim(scope.tenant, upload_id))
             try:
-                with self._quota(scope).batch(size) as batch:
+                with quota.batch(size, held) as batch:
                     client.complete_multipart_upload(
                         Bucket=scope.bucket,
                         Key=key,
@@ -128,7 +165,34 @@ class TenantMultipartUploads:
         self, local_file: str, upload_id: str, artifact_path: str | None = None
     ) -> None:
         scope, key = self._multipart_key(local_file, artifact_path)
-        with s3_errors(f"aborting a multipart upload for tenant '{scope.tenant}'"):
-            self._get_s3_client().abort_multipart_upload(
-                Bucket=scope.bucket, Key=key, UploadId=upload_id, **self._bucket_owner_params
-            )
+        try:
+            with s3_errors(f"aborting a multipart upload for tenant '{scope.tenant}'"):
+                self._get_s3_client().abort_multipart_upload(
+                    Bucket=scope.bucket, Key=key, UploadId=upload_id, **self._bucket_owner_params
+                )
+        finally:
+            self._quota(scope).release(self._runtime.reservations.claim(scope.tenant, upload_id))
+
+    def _get_s3_client_or_release(self, quota, amount: int):
+        try:
+            return self._get_s3_client()
+        except BaseException:
+            quota.release(amount)
+            raise
+
+    def _sweep_expired_uploads(self, scope: TenantScope) -> None:
+        """Abort this tenant's abandoned uploads and release what they held (see module doc)."""
+        now = datetime.now(UTC)
+        for r in self._runtime.reservations.open(scope.tenant):
+            if r.expired(now) and scope.contains(r.key, strict=True):
+                with contextlib.suppress(ClientError, StorageUnavailable):
+                    self._get_s3_client().abort_multipart_upload(
+                        Bucket=r.bucket, Key=r.key, UploadId=r.upload_id,
+                        **self._bucket_owner_params)
+                self._quota(scope).release(self._runtime.reservations.claim(r.tenant, r.upload_id))
+
+
+def declared_part_bytes() -> int:
+    """The part size the platform expects of clients (the server's own
+    ``MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE``; S3's minimum at least)."""
+    return max(MIN_PART_BYTES, int(MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE.get()))

@@ -13,9 +13,12 @@ Accounting rules (the ledger counts bytes of objects under the tenant's prefix):
   size (old and new both count, as both exist in S3 until the overwrite commits). Two
   writers overwriting one key at once can leave a small drift, which ``reconcile`` corrects.
 - A delete releases the sizes of the objects S3 reports deleted (listed before the delete).
-- Multipart uploads reserve at completion, from S3's own list of the uploaded parts (exact and
-  atomic: the object does not exist until ``CompleteMultipartUpload``). Creation only checks
-  that the smallest object the parts could make still fits, so a doomed upload fails early.
+- A proxied upload whose size is learnt while it arrives (the body of ``PUT``) holds quota as
+  it is spooled (:class:`GrowingHold`): its ``Content-Length`` is reserved before a byte is
+  read, and a body of unknown length is refused as soon as it outgrows the tenant's remaining
+  quota, so the server's disk never holds more for a tenant than the tenant may store.
+- Multipart uploads reserve their declared size at creation and settle at completion (see
+  :mod:`.multipart`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ if TYPE_CHECKING:
 
 RESOURCE = "storage_bytes"
 MIN_PART_BYTES = 5 * 2**20  # S3: every part but the last is at least 5 MiB
+HOLD_STEP = 8 * 2**20  # a growing upload reserves in steps of this size
 
 
 @dataclass
@@ -58,19 +62,67 @@ class StorageQuota:
     def release(self, amount: int) -> None:
         self.ledger.release(self.tenant, RESOURCE, amount)
 
+    def growing(self) -> GrowingHold:
+        return GrowingHold(self)
+
+    def holding(self, amount: int) -> GrowingHold:
+        """A hold for ``amount`` already reserved (e.g. at a multipart upload's creation)."""
+        hold = GrowingHold(self)
+        hold.held = amount
+        return hold
+
     @contextlib.contextmanager
-    def batch(self, total: int) -> Iterator[Batch]:
-        """Reserve ``total`` for a write of one or more objects. On exit, success or failure,
-        give back what was reserved but not written plus what the written objects replaced."""
-        self.reserve(total)
+    def batch(self, total: int, held: GrowingHold | None = None) -> Iterator[Batch]:
+        """Reserve ``total`` for a write of one or more objects (what ``held`` already holds
+        is taken over, not reserved twice). On exit, success or failure, give back what was
+        reserved but not written plus what the written objects replaced."""
+        pre = held.take() if held is not None else 0
+        if total > pre:
+            try:
+                self.reserve(total - pre)
+            except BaseException:
+                self.release(pre)
+                raise
+        elif pre > total:
+            self.release(pre - total)
         batch = Batch(total)
         try:
             yield batch
         finally:
             self.release(max(0, total - batch.written) + batch.replaced)
 
-    def precheck(self, amount: int) -> None:
-        """Fail early (429) if ``amount`` cannot fit now; reserves nothing."""
-        usage = self.ledger.get(self.tenant, RESOURCE)
-        if usage.used + amount > usage.limit:
-            raise QuotaExceeded(self.tenant, RESOURCE, amount, usage.used, usage.limit)
+
+
+class GrowingHold:
+    """Quota held for a body whose size grows while it arrives. Reserved in steps of
+    :data:`HOLD_STEP` (one database round trip per step, not per chunk), or exactly what is
+    needed when a step no longer fits; a refusal names the whole size asked for."""
+
+    def __init__(self, quota: StorageQuota):
+        self.quota = quota
+        self.held = 0
+
+    def grow_to(self, size: int) -> None:
+        if size <= self.held:
+            return
+        stepped = -(-size // HOLD_STEP) * HOLD_STEP
+        for target in (stepped, size) if stepped > size else (size,):
+            try:
+                self.quota.reserve(target - self.held)
+            except QuotaExceeded as refused:
+                if target == size:
+                    raise QuotaExceeded(
+                        self.quota.tenant, RESOURCE, size, max(0, refused.used - self.held),
+                        refused.limit, note="refused before the upload was stored",
+                    ) from None
+                continue
+            self.held = target
+            return
+
+    def take(self) -> int:
+        """Hand what is held to the caller (who then releases it); holds nothing after."""
+        held, self.held = self.held, 0
+        return held
+
+    def release(self) -> None:
+        self.quota.release(self.take())

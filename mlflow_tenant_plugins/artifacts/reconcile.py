@@ -8,12 +8,21 @@ tenant's prefix (paginated) with the caller's own AWS credentials, and sets the 
 A tenant whose use changes while its prefix is being listed (a write in flight) is listed
 again, up to three times, and left alone (reported ``busy``) if it never holds still, so a
 reconcile never overwrites a concurrent reservation with a stale total.
+
+Open multipart uploads hold quota for parts S3 does not list as objects yet: the ledger's
+expected total is the listed bytes plus those reservations. Reservations older than
+:data:`.reservations.MAX_AGE` (abandoned uploads) are swept first: the upload is aborted in S3
+(its parts deleted) and the reservation released.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
+
+from botocore.exceptions import ClientError
 
 from mlflow_tenant_plugins.artifacts.paths import (
     SCHEME,
@@ -22,6 +31,7 @@ from mlflow_tenant_plugins.artifacts.paths import (
     parse_uri,
 )
 from mlflow_tenant_plugins.artifacts.quota import RESOURCE
+from mlflow_tenant_plugins.artifacts.reservations import MultipartReservations
 from mlflow_tenant_plugins.artifacts.runtime import runtime_for
 from mlflow_tenant_plugins.config import Settings
 from mlflow_tenant_plugins.tenancy.registry import TenantRegistry
@@ -37,10 +47,12 @@ class TenantStorage:
     s3_bytes: int  # what S3 holds under the prefix
     objects: int
     status: str  # "ok" (no drift), "corrected", "drift" (dry run) or "busy"
+    reserved: int = 0  # held by open multipart uploads (their parts are not objects yet)
+    swept: int = 0  # abandoned multipart uploads aborted and released
 
     @property
     def delta(self) -> int:
-        return self.s3_bytes - self.ledger_bytes
+        return self.s3_bytes + self.reserved - self.ledger_bytes
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "delta": self.delta}
@@ -108,25 +120,29 @@ def reconcile(
     ledger = registry.ledger
     report = ReconcileReport(bucket, root, dry_run)
     known = {t.name for t in registry.list_tenants()}
+    reservations = MultipartReservations(registry.engine)
     for tenant in sorted(known) if tenants is None else tenants:
         if tenant not in known:
             raise ValueError(f"tenant {tenant!r} does not exist")
         fence = TenantScope(bucket, root, tenant, root).fence
-        status = "busy"
+        swept = 0 if dry_run else sweep_abandoned(registry, reservations, client, tenant)
+        status, held = "busy", 0
         for _ in range(_ATTEMPTS):
             before = ledger.get(tenant, RESOURCE).used
             s3_bytes, objects = measure(client, bucket, fence + "/", page_size)
+            held = sum(r.reserved for r in reservations.open(tenant))
             if ledger.get(tenant, RESOURCE).used != before:
                 continue  # a write or delete landed meanwhile: list again
-            if s3_bytes == before:
+            if s3_bytes + held == before:
                 status = "ok"
             elif dry_run:
                 status = "drift"
             else:
-                ledger.set_used(tenant, RESOURCE, s3_bytes)
+                ledger.set_used(tenant, RESOURCE, s3_bytes + held)
                 status = "corrected"
             break
-        report.tenants.append(TenantStorage(tenant, fence + "/", before, s3_bytes, objects, status))
+        report.tenants.append(TenantStorage(tenant, fence + "/", before, s3_bytes, objects,
+                                            status, held, swept))
     base = "/".join(p for p in (root, WORKSPACES_DIR) if p) + "/"
     for page in client.get_paginator("list_objects_v2").paginate(
         Bucket=bucket, Prefix=base, Delimiter="/", PaginationConfig={"PageSize": page_size}
@@ -136,3 +152,17 @@ def reconcile(
             if name not in known:
                 report.unknown_prefixes.append(common["Prefix"])
     return report
+
+
+def sweep_abandoned(registry: TenantRegistry, reservations: MultipartReservations, client: Any,
+                    tenant: str) -> int:
+    """Abort the tenant's multipart uploads whose reservation expired and release it."""
+    now, swept = datetime.now(UTC), 0
+    for r in reservations.open(tenant):
+        if not r.expired(now):
+            continue
+        with contextlib.suppress(ClientError):
+            client.abort_multipart_upload(Bucket=r.bucket, Key=r.key, UploadId=r.upload_id)
+        registry.ledger.release(tenant, RESOURCE, reservations.claim(tenant, r.upload_id))
+        swept += 1
+    return swept

@@ -62,8 +62,9 @@ from mlflow_tenant_plugins.artifacts.paths import (
     check_tenant,
     parse_uri,
 )
-from mlflow_tenant_plugins.artifacts.quota import StorageQuota
+from mlflow_tenant_plugins.artifacts.quota import GrowingHold, StorageQuota
 from mlflow_tenant_plugins.artifacts.runtime import Runtime, runtime_for
+from mlflow_tenant_plugins.artifacts.streaming import TenantStreamUploads
 from mlflow_tenant_plugins.config import Settings
 
 TENANT_TAG = "mlflow-tenant"  # object tag for cost allocation
@@ -84,7 +85,8 @@ class _Write:
     create_only: Callable[[Any], bool] | None = None
 
 
-class TenantS3ArtifactRepository(TenantMultipartUploads, S3ArtifactRepository):
+class TenantS3ArtifactRepository(TenantMultipartUploads, TenantStreamUploads,
+                                 S3ArtifactRepository):
     """S3 artifacts under ``PREFIX/workspaces/<tenant>/``, with tenant-scoped credentials,
     path checks and storage quota. See the module docstring for layout and binding."""
 
@@ -231,24 +233,27 @@ class TenantS3ArtifactRepository(TenantMultipartUploads, S3ArtifactRepository):
                     found[obj["Key"]] = int(obj["Size"])
         return found
 
-    def _write(self, scope: TenantScope, writes: list[_Write], prefix: str | None) -> None:
-        """Reserve the total, write each object, settle the reservation (see :mod:`.quota`)."""
+    def _write(self, scope: TenantScope, writes: list[_Write], prefix: str | None,
+               held: GrowingHold | None = None) -> None:
+        """Reserve the total (taking over ``held``), write each object, settle the
+        reservation (see :mod:`.quota`)."""
         client = self._get_s3_client()
         with s3_errors(f"writing artifacts of tenant '{scope.tenant}'"):
             if len(writes) == 1 and writes[0].create_only is not None:
-                self._write_new_or_replace(client, scope, writes[0])
+                self._write_new_or_replace(client, scope, writes[0], held)
                 return
             existing = self._existing_sizes(client, scope, [w.key for w in writes], prefix)
-            with self._quota(scope).batch(sum(w.size for w in writes)) as batch:
+            with self._quota(scope).batch(sum(w.size for w in writes), held) as batch:
                 for w in writes:
                     w.upload(client)
                     batch.wrote(w.size, existing.get(w.key, 0))
 
-    def _write_new_or_replace(self, client: Any, scope: TenantScope, w: _Write) -> None:
+    def _write_new_or_replace(self, client: Any, scope: TenantScope, w: _Write,
+                              held: GrowingHold | None = None) -> None:
         """Most artifacts are new keys: write create-only, and only if S3 says the key is
         taken, learn the size it replaces (HEAD) and overwrite. Saves the HEAD every write
         would otherwise pay, and two writers racing for a new key are accounted exactly."""
-        with self._quota(scope).batch(w.size) as batch:
+        with self._quota(scope).batch(w.size, held) as batch:
             if w.create_only(client):
                 batch.wrote(w.size)
                 return
@@ -279,6 +284,10 @@ class TenantS3ArtifactRepository(TenantMultipartUploads, S3ArtifactRepository):
         local_file = os.fspath(local_file)
         key = scope.file_key(artifact_path, os.path.basename(local_file))
         self._write(scope, [self._file_write(scope, local_file, key)], prefix=None)
+
+    def _log_spooled(self, scope: TenantScope, path: str, key: str, hold: GrowingHold) -> None:
+        """Store a proxied upload spooled by :mod:`.streaming`, with the quota it holds."""
+        self._write(scope, [self._file_write(scope, path, key)], prefix=None, held=hold)
 
     def log_artifacts(self, local_dir: str, artifact_path: str | None = None) -> None:
         """Every path is checked and the folder's total reserved before the first upload."""

@@ -15,6 +15,7 @@ from mlflow_tenant_plugins.artifacts.quota import StorageQuota
 from mlflow_tenant_plugins.config import Settings, load_settings
 
 if TYPE_CHECKING:
+    from mlflow_tenant_plugins.artifacts.reservations import MultipartReservations
     from mlflow_tenant_plugins.tenancy.usage import UsageLedger
 
 _runtimes: dict[tuple, Runtime] = {}
@@ -35,6 +36,13 @@ class Runtime:
         from mlflow_tenant_plugins.tenancy.usage import UsageLedger
 
         return UsageLedger(get_engine(self.settings.database_uri))
+
+    @cached_property
+    def reservations(self) -> MultipartReservations:
+        from mlflow_tenant_plugins.artifacts.reservations import MultipartReservations
+        from mlflow_tenant_plugins.tenancy.db import get_engine
+
+        return MultipartReservations(get_engine(self.settings.database_uri))
 
     def warm(self) -> None:
         """Pay the once-per-process costs (database engine, STS client, S3's service model)

@@ -38,7 +38,7 @@ ROUTE_GROUPS: tuple[tuple[str, re.Pattern[str]], ...] = (
 OTHER = "other"
 ROUTE_GROUP_NAMES = (*(g for g, _ in ROUTE_GROUPS), OTHER)
 
-# Quotas a 429 RESOURCE_EXHAUSTED may name (tenancy.usage.RESOURCES plus deploy-time checks).
+# Quotas a RESOURCE_EXHAUSTED refusal may name (tenancy.usage.RESOURCES plus deploy-time checks).
 QUOTAS = ("storage_bytes", "endpoints", "instances", "instances_per_endpoint")
 _QUOTA_IN_MESSAGE = re.compile(r":\s*([a-z_]+) limit is")
 
@@ -73,7 +73,7 @@ def tenant_label(result: Identity | Refusal | None) -> str:
 
 
 def quota_refused(body: bytes) -> str | None:
-    """The quota a 429 body names, if it is a RESOURCE_EXHAUSTED refusal; else None."""
+    """The quota a refusal body names, if it is a RESOURCE_EXHAUSTED refusal; else None."""
     try:
         data = json.loads(body.decode("utf-8", errors="replace"))
     except ValueError:

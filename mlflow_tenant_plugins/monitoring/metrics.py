@@ -26,13 +26,14 @@ from mlflow_tenant_plugins.auth.authenticator import Refusal
 from mlflow_tenant_plugins.monitoring import labels
 from mlflow_tenant_plugins.monitoring.snapshot import TenantUsage
 from mlflow_tenant_plugins.tenancy.entities import Identity
+from mlflow_tenant_plugins.tenancy.errors import QUOTA_HTTP_STATUS
 from mlflow_tenant_plugins.tenancy.usage import RESOURCES
 
 _logger = logging.getLogger(__name__)
 PREFIX = "mlflow_tenant"
 METRICS_PATH = "/metrics"
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-_MAX_ERROR_BODY = 8192  # bytes of a 429 body kept to read the quota it names
+_MAX_ERROR_BODY = 8192  # bytes of a quota refusal's body kept to read the quota it names
 
 
 def prometheus_enabled() -> bool:
@@ -63,7 +64,7 @@ class TenantMetrics:
             **kw("Requests refused 403 PERMISSION_DENIED, by the caller's tenant."))
         self.quota_refusals = Counter(
             f"{PREFIX}_quota_refusals", labelnames=("tenant", "quota"),
-            **kw("Requests refused 429 RESOURCE_EXHAUSTED, by the quota they hit."))
+            **kw("Requests refused RESOURCE_EXHAUSTED (HTTP 409), by the quota they hit."))
         # Gauges hold the same database figures in every worker: the newest write wins.
         self.used = Gauge(
             f"{PREFIX}_resource_used", labelnames=("tenant", "resource"),
@@ -86,7 +87,7 @@ class TenantMetrics:
             self.auth_failures.labels(labels.auth_method(headers, proxy_user_header)).inc()
         elif status == 403:
             self.permission_denials.labels(tenant, group).inc()
-        elif status == 429:
+        elif status == QUOTA_HTTP_STATUS:
             quota = labels.quota_refused(body)
             if quota is not None:
                 self.quota_refusals.labels(tenant, quota).inc()
@@ -165,7 +166,7 @@ class MetricsMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-            elif status == 429 and len(body) < _MAX_ERROR_BODY:
+            elif status == QUOTA_HTTP_STATUS and len(body) < _MAX_ERROR_BODY:
                 body.extend(message.get("body", b"")[:_MAX_ERROR_BODY])
             await send(message)
 
