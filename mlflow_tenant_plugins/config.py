@@ -174,17 +174,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     is how a platform ends up on the wrong database); TOML tables are kept in ``extra`` for
     parts that read a section of their own."""
     env = os.environ if environ is None else environ
-    values: dict[str, object] = {}
-    sources: dict[str, str] = {}
     path = env.get(CONFIG_ENV)
-    if path:
-        try:
-            values.update(tomllib.loads(Path(path).read_text()))
-        except OSError as exc:
-            raise ConfigError(f"cannot read {CONFIG_ENV}={path}: {exc.strerror}") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-        sources = {k: f"in {path}" for k in values}
+    values: dict[str, object] = _read_file(path) if path else {}
+    sources = {k: f"in {path}" for k in values}
     kinds = {f.name: f.type for f in dataclasses.fields(Settings) if f.name != "extra"}
     tables = [k for k in values if k not in kinds and isinstance(values[k], dict)]
     extra = {k: values.pop(k) for k in tables}
@@ -206,3 +198,26 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         n: _coerce(n, v, kind_of[kinds[n]], sources.get(n, "")) for n, v in values.items()
     }
     return Settings(**coerced, extra=extra)
+
+
+def _read_file(path: str) -> dict[str, object]:
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {CONFIG_ENV}={path}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+
+
+def database_source(environ: dict[str, str] | None = None) -> str | None:
+    """Where ``database_uri`` was named (``from MLFLOW_TENANT_DATABASE_URI``, ``in FILE``), or
+    None when nothing names it. The server then uses its ``--backend-store-uri``, which the
+    admin CLI cannot see: it must be told rather than guess (see cli/database.py)."""
+    env = os.environ if environ is None else environ
+    variable = ENV_PREFIX + "DATABASE_URI"
+    if env.get(variable):
+        return f"from {variable}"
+    path = env.get(CONFIG_ENV)
+    if path and "database_uri" in _read_file(path):
+        return f"in {path}"
+    return None

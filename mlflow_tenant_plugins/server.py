@@ -21,6 +21,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_STATE
 
 from mlflow_tenant_plugins.config import Settings, load_settings
+from mlflow_tenant_plugins.startup_migrations import migrate_platform
 from mlflow_tenant_plugins.tenancy import TenantRegistry
 
 _logger = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ def create_app():
     settings = load_settings()
     registry = TenantRegistry.from_settings(settings)
     _configure_engine(settings, registry)
+    migrate_platform(settings)  # every schema once, under one lock, before MLflow's own
 
     import mlflow.server.auth as engine  # reads MLFLOW_AUTH_CONFIG_PATH at import
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from mlflow_tenant_plugins.cli.database import resolve as resolve_database
 from mlflow_tenant_plugins.tenancy.text import printable
 
 EXIT_BAD_INPUT = 2
@@ -40,14 +41,8 @@ class App:
         from mlflow_tenant_plugins.tenancy import TenantRegistry
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)
-        if self.db:  # an explicit --db wins over the configuration as a whole
-            return TenantRegistry(self.db, self.tracking_uri or self.db)
-        from mlflow_tenant_plugins.config import load_settings
-
-        settings = load_settings()
-        return TenantRegistry(
-            settings.database_uri, self.tracking_uri or settings.effective_tracking_uri
-        )
+        # The platform's database, or one line saying how to name it (cli/database.py).
+        return TenantRegistry(*resolve_database(self.db, self.tracking_uri))
 
 
 # -- parameter types: bad values become one-line usage errors ------------------------------
@@ -105,9 +100,21 @@ def json_option(f: Callable) -> Callable:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")(f)
 
 
+def db_option(f: Callable) -> Callable:
+    """``--db`` after the verb too (``mlflow-tenants usage --db URI``), as before it."""
+
+    def remember(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+        if value:
+            ctx.obj.db = value
+
+    return click.option("--db", metavar="URI", expose_value=False, callback=remember,
+                        help="Registry database (as `mlflow-tenants --db URI`).")(f)
+
+
 def verb(group: click.Group, name: str, **kwargs: Any) -> Callable:
-    """A command of ``group`` that takes ``--json`` and is handed the shared :class:`App`."""
-    return lambda f: group.command(name, **kwargs)(json_option(click.pass_obj(f)))
+    """A command of ``group`` that takes ``--json`` and ``--db`` and is handed the shared
+    :class:`App`."""
+    return lambda f: group.command(name, **kwargs)(db_option(json_option(click.pass_obj(f))))
 
 
 def emit(as_json: bool, data: Any, lines: Iterable[str]) -> None:
