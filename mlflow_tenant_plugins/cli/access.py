@@ -126,10 +126,11 @@ def listed_member(names: list[str], given: str, tenant: str) -> str:
     if given in names:
         return given
     shown = [n for n in names if printable(n) == given]
-    if len(shown) != 1:
-        why = "several members are" if shown else "no member is"
-        raise click.UsageError(f"{why} listed as '{given}' in tenant '{tenant}' (see "
-                               "'member list --json' for the exact names)")
+    if not shown:
+        raise click.UsageError(f"'{given}' is not a member of tenant '{tenant}'")
+    if len(shown) > 1:
+        raise click.UsageError(f"several members of tenant '{tenant}' are listed as "
+                               f"'{given}': see 'member list --json' for the exact names")
     return shown[0]
 
 
