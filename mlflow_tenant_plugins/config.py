@@ -22,13 +22,36 @@ ENV_PREFIX = "MLFLOW_TENANT_"
 _SERVER_BACKEND_STORE_ENV = "_MLFLOW_SERVER_FILE_STORE"
 
 
+# Which processes read a setting (docs/settings.md), by name or name prefix, first match wins:
+# "server" is `mlflow server --app-name tenant-auth`; "CLI" the admin CLI `mlflow-tenants`;
+# "admin deploy" `mlflow deployments … -t tenant-sagemaker` run by an admin directly, with
+# their own AWS credentials. A tenant's machine reads none of them.
+PROCESSES = ("server", "CLI", "admin deploy")
+READERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("database_uri", PROCESSES),
+    ("tracking_uri", ("server", "CLI")),
+    ("aws_", PROCESSES),  # CLI: usage --publish, --reconcile, --reconcile-deployments
+    ("deploy_", PROCESSES),  # CLI: usage --reconcile-deployments
+    ("usage_publish_interval_seconds", ("server",)),
+    ("usage_", ("server", "CLI")),  # CLI: usage --publish
+    ("", ("server",)),
+)
+
+
+def readers(name: str) -> tuple[str, ...]:
+    """The processes that read setting ``name``."""
+    return next(procs for prefix, procs in READERS if name.startswith(prefix))
+
+
 class ConfigError(ValueError):
     """A setting is missing, malformed or of the wrong type."""
 
 
 @dataclass(frozen=True)
 class Settings:
-    # Database of the tenant registry; also basic-auth's and (by default) tracking's.
+    # Database of the tenant registry; also basic-auth's and (by default) tracking's. Unset: the
+    # server uses its ``--backend-store-uri`` (this default only outside ``mlflow server``) and
+    # the admin CLI refuses until it is named here or by ``--db``.
     database_uri: str = "sqlite:///mlflow.db"
     # Tracking store holding MLflow workspaces; defaults to ``database_uri``.
     tracking_uri: str = ""

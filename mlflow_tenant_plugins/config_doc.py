@@ -8,7 +8,7 @@ import dataclasses
 import inspect
 import re
 
-from mlflow_tenant_plugins.config import CONFIG_ENV, ENV_PREFIX, Settings
+from mlflow_tenant_plugins.config import CONFIG_ENV, ENV_PREFIX, Settings, readers
 
 _FIELD = re.compile(r"^    (\w+): [^=]+= (.+?)(?:\s+#\s*(.*))?$")
 
@@ -41,13 +41,24 @@ def render() -> str:
         "comma-separated in the environment. Generated from `mlflow_tenant_plugins/config.py`",
         "by `python -m mlflow_tenant_plugins.config_doc`.",
         "",
-        "| setting | environment variable | default | what it is for |",
-        "|---|---|---|---|",
+        "Which process reads what (the *read by* column): **server** is `mlflow server",
+        "--app-name tenant-auth` (every worker and instance); **CLI** is the admin CLI",
+        "`mlflow-tenants`; **admin deploy** is `mlflow deployments … -t tenant-sagemaker` run by a",
+        "platform admin directly with their own AWS credentials. Give the server and the admin's",
+        "shell the same file (or variables): the CLI cannot see the server's",
+        "`--backend-store-uri`, so it needs `database_uri` named (or `--db URI`) and refuses",
+        "without it. A tenant's machine reads none of these: the stock client needs only",
+        "`MLFLOW_TRACKING_URI` and `MLFLOW_TRACKING_TOKEN` (the client plugin's own variables",
+        "are in docs/tenant-users.md).",
+        "",
+        "| setting | environment variable | default | read by | what it is for |",
+        "|---|---|---|---|---|",
     ]
     for name, default, text in _described_fields():
         assert name in names, name
         cell = text.replace("|", "\\|")
-        lines.append(f"| `{name}` | `{ENV_PREFIX}{name.upper()}` | `{default}` | {cell} |")
+        lines.append(f"| `{name}` | `{ENV_PREFIX}{name.upper()}` | `{default}` | "
+                     f"{', '.join(readers(name))} | {cell} |")
     return "\n".join(lines) + "\n"
 
 
