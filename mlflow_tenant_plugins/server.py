@@ -80,6 +80,7 @@ def create_app():
             INVALID_STATE,
         )
     from mlflow_tenant_plugins import monitoring
+    from mlflow_tenant_plugins.artifacts import startup as artifact_startup
     from mlflow_tenant_plugins.auth import engine as auth_engine
     from mlflow_tenant_plugins.auth import run_locator
     from mlflow_tenant_plugins.auth.authenticator import Authenticator
@@ -108,6 +109,7 @@ def create_app():
     _bind_artifact_destination_per_request()
     _warm_artifacts_in_background()
     app = engine.create_app()
+    artifact_startup.prepare_app(app)  # tenant-s3 without credentials: refuse to start
     _check_route_coverage(engine, app)
     app.add_middleware(TenantMiddleware, authenticator=authenticator)
     # Outside the tenant middleware: per-tenant metrics, and the usage publisher if set.

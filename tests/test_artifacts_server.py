@@ -10,10 +10,15 @@ the first tenant's artifacts would work. Two tenants interleaved here prove the 
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
+import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
+import mlflow
 import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -122,18 +127,105 @@ def test_two_tenants_log_and_read_their_own_artifacts_through_the_server(
         as_tenant(alice_key).list_artifacts(runs[bob])
 
 
-def test_over_quota_upload_is_429_over_the_wire(
+def test_over_quota_log_artifact_fails_within_2s_with_the_quota_message_on_default_retries(
     artifact_server: MlflowServer, as_tenant, tmp_path: Path
 ) -> None:
+    """Finding: a full quota answered 429, which the stock client retried for about four
+    minutes before showing ``too many 429 error responses`` without the quota's message."""
     name, key = _tenant(artifact_server, storage_bytes=1000)
-    client = as_tenant(key, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")  # the stock client retries 429s
-    run = client.create_run(client.create_experiment("q"))
+    client = as_tenant(key)  # default retry settings: as_tenant clears every MLFLOW_ variable
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ
+    experiment = client.create_experiment("q")
     f = tmp_path / "big.bin"
     f.write_bytes(b"x" * 1500)
-    with pytest.raises(MlflowException) as info:
-        client.log_artifact(run.info.run_id, str(f))
-    assert "429" in str(info.value) or "quota" in str(info.value)
+    mlflow.set_tracking_uri(artifact_server.url)
+    with mlflow.start_run(experiment_id=experiment):
+        started = time.monotonic()
+        with pytest.raises(Exception) as info:  # the stock client raises HTTPError
+            mlflow.log_artifact(str(f))
+        elapsed = time.monotonic() - started
+    assert elapsed < 2, elapsed
+    text = str(info.value)
+    assert "409" in text and "RESOURCE_EXHAUSTED" in text
+    assert f"quota exceeded for tenant '{name}': storage_bytes limit is" in text
+    assert "(1000)" in text and "too many" not in text
     assert artifact_server.registry.ledger.get(name, "storage_bytes").used == 0
+
+
+def _raw_put(server: MlflowServer, key: str, path: str, headers: dict[str, str]):
+    url = urllib.parse.urlsplit(server.url)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=20)
+    conn.putrequest("PUT", f"/api/2.0/mlflow-artifacts/artifacts/{path}")
+    for k, v in {"Authorization": f"Bearer {key}", **headers}.items():
+        conn.putheader(k, v)
+    conn.endheaders()
+    return conn
+
+
+def _artifact_path(server: MlflowServer, key: str) -> str:
+    session = server.session(key)
+    exp = session.post(f"{server.url}/api/2.0/mlflow/experiments/create",
+                       json={"name": "spool"}, timeout=60).json()["experiment_id"]
+    run = session.post(f"{server.url}/api/2.0/mlflow/runs/create",
+                       json={"experiment_id": exp}, timeout=60).json()["run"]
+    return run["info"]["artifact_uri"].removeprefix("mlflow-artifacts:/")
+
+
+def test_a_put_declaring_more_than_the_quota_is_refused_before_its_body_is_read(
+    artifact_server: MlflowServer, moto_server: MotoServer
+) -> None:
+    """Finding: the proxied PUT spooled the whole body to the server's disk before the quota
+    applied. The client here declares 1 GiB and sends 64 KiB: the answer must come at once,
+    not after the server has waited for (and stored) the body."""
+    name, key = _tenant(artifact_server, storage_bytes=2**20)
+    path = f"{_artifact_path(artifact_server, key)}/huge.bin"
+    conn = _raw_put(artifact_server, key, path, {"Content-Length": str(2**30)})
+    try:
+        conn.send(b"x" * 65536)
+        response = conn.getresponse()  # times out (20 s) if the server waits for the body
+        body = json.loads(response.read())
+    finally:
+        conn.close()
+    assert response.status == 409 and body["error_code"] == "RESOURCE_EXHAUSTED"
+    assert f"({2**30})" in body["message"] and f"({2**20})" in body["message"]
+    assert artifact_server.registry.ledger.get(name, "storage_bytes").used == 0
+    assert _stored(moto_server, name) == {}
+
+
+def test_a_chunked_put_is_refused_once_it_outgrows_the_remaining_quota(
+    artifact_server: MlflowServer, moto_server: MotoServer
+) -> None:
+    """No Content-Length: the spool holds quota as it grows and the upload is refused as soon
+    as it passes the tenant's remaining quota — while the client is still sending."""
+    name, key = _tenant(artifact_server, storage_bytes=2**20)
+    path = f"{_artifact_path(artifact_server, key)}/stream.bin"
+    conn = _raw_put(artifact_server, key, path, {"Transfer-Encoding": "chunked"})
+    chunk = b"y" * 65536
+    try:
+        for _ in range(3 * 16):  # 3 MiB, never terminated by the zero-length chunk
+            conn.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        response = conn.getresponse()  # times out if the server waits for the end
+        body = json.loads(response.read())
+    finally:
+        conn.close()
+    assert response.status == 409 and body["error_code"] == "RESOURCE_EXHAUSTED"
+    assert "refused before the upload was stored" in body["message"]
+    assert artifact_server.registry.ledger.get(name, "storage_bytes").used == 0
+    assert _stored(moto_server, name) == {}
+
+
+def test_a_chunked_put_within_the_quota_is_stored_and_charged_exactly(
+    artifact_server: MlflowServer, moto_server: MotoServer
+) -> None:
+    name, key = _tenant(artifact_server, storage_bytes=2**20)
+    path = f"{_artifact_path(artifact_server, key)}/ok.bin"
+    data = os.urandom(300_000)
+    r = artifact_server.session(key).put(
+        f"{artifact_server.url}/api/2.0/mlflow-artifacts/artifacts/{path}",
+        data=iter([data[:100_000], data[100_000:]]), timeout=60)  # a generator: chunked
+    assert r.status_code == 200, r.text
+    assert list(_stored(moto_server, name).values()) == [len(data)]
+    assert artifact_server.registry.ledger.get(name, "storage_bytes").used == len(data)
 
 
 def test_proxied_multipart_upload_and_download_of_a_large_file(

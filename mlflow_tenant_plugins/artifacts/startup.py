@@ -64,14 +64,17 @@ def check_artifact_destination(dest: str | None = None, settings: Settings | Non
 
 
 def refuse_to_start_unless_ready() -> None:
-    """For ``create_app``: on a failed check print one line and exit with uvicorn's
-    startup-failure status, so ``mlflow server`` stops (every worker would fail alike)."""
+    """For ``create_app``: on a failed check print one line and end the worker with uvicorn's
+    startup-failure status, so its supervisor stops ``mlflow server`` instead of restarting
+    workers that would all fail alike."""
     try:
         check_artifact_destination()
     except ArtifactDestinationError as error:
         print(f"mlflow-tenant-plugins: refusing to start: {error.message}", file=sys.stderr,
               flush=True)
-        raise SystemExit(STARTUP_FAILURE) from None
+        # Not SystemExit: threads started before the app (MLflow's, ours) would keep the
+        # worker alive after the exception, a server that neither serves nor stops.
+        os._exit(STARTUP_FAILURE)
 
 
 def prepare_app(app: Any) -> None:
