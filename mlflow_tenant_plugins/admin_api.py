@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from flask import Blueprint, jsonify, request
 from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
 from mlflow.server.handlers import catch_mlflow_exception
 
 from mlflow_tenant_plugins.auth.identity import (
@@ -19,7 +20,7 @@ from mlflow_tenant_plugins.auth.identity import (
     require_platform_admin,
     require_role,
 )
-from mlflow_tenant_plugins.tenancy import Quotas, Role, TenantRegistry
+from mlflow_tenant_plugins.tenancy import Quotas, Role, TenantRegistry, principals
 from mlflow_tenant_plugins.tenancy.quotas import parse_count, parse_size
 
 PREFIX = "/api/2.0/tenants"
@@ -159,11 +160,15 @@ def delete_tenant():
 def create_key():
     body, tenant = _body(), _param("tenant")
     require_role(Role.ADMIN, tenant)
+    if "principal" in body:
+        raise MlflowException.invalid_parameter_value(
+            "a key speaks for a principal of its own (key:<key id>), assigned by the platform; "
+            "remove 'principal' from the request"
+        )
     expires = body.get("expires_in_seconds")
     key, secret = _reg().create_key(
         tenant,
         Role.parse(_param("role")),
-        principal=body.get("principal"),
         description=str(body.get("description", "")),
         expires_in=timedelta(seconds=parse_count(expires, "expires_in_seconds"))
         if expires is not None
@@ -183,12 +188,17 @@ def list_keys():
 @blueprint.route("/keys/revoke", methods=["POST"])
 @catch_mlflow_exception
 def revoke_key():
-    key = _reg().get_key(_param("key_id"))
-    if key.tenant is None:
-        require_platform_admin()
-    else:
-        require_role(Role.ADMIN, key.tenant)
-    return jsonify({"key": _reg().revoke_key(key.key_id).to_dict()})
+    """Authorized before the lookup: a tenant admin's search is confined to its own tenant, so
+    another tenant's key id and an unknown one get the same 404 (no oracle for key ids)."""
+    key_id = _param("key_id")
+    identity = current_identity()
+    if not identity.platform_admin:
+        tenant = identity.tenant
+        require_role(Role.ADMIN, tenant)
+        if not any(k.key_id == key_id for k in _reg().list_keys(tenant)):
+            raise MlflowException(f"key '{key_id}' does not exist in tenant '{tenant}'",
+                                  RESOURCE_DOES_NOT_EXIST)
+    return jsonify({"key": _reg().revoke_key(key_id).to_dict()})
 
 
 @blueprint.route("/members/list", methods=["GET"])
@@ -204,7 +214,10 @@ def list_members():
 def bind_member():
     tenant = _param("tenant")
     require_role(Role.ADMIN, tenant)
-    member = _reg().bind(_param("principal"), tenant, Role.parse(_param("role")))
+    # People and workload identities only: a key's principal is bound when the key is made,
+    # and platform admins are made with database access, never over the API.
+    principal = principals.validate(_param("principal"), principals.BINDABLE)
+    member = _reg().bind(principal, tenant, Role.parse(_param("role")))
     return jsonify({"member": member.to_dict()})
 
 

@@ -60,6 +60,12 @@ class Settings:
     auth_cache_ttl_seconds: float = 5.0
     # Enabled authentication methods, in the order they are tried.
     auth_methods: tuple[str, ...] = ("key",)
+    # Largest request body the server accepts on any route, authenticated or not (413 beyond;
+    # MLflow buffers a whole body in memory before its handlers run).
+    max_request_body_bytes: float = 64 * 1024 * 1024
+    # Largest single artifact upload through the server's artifact proxy (413 beyond; larger
+    # files go up in parts through MLflow's multipart upload).
+    max_artifact_upload_bytes: float = 5 * 1024**3
     # AWS ALB OIDC (``x-amzn-oidc-data``): where the ALB's public key for a token's ``kid``
     # is fetched (``{region}`` and ``{kid}`` are filled in).
     alb_public_key_url: str = "https://public-keys.auth.elb.{region}.amazonaws.com/{kid}"

@@ -118,13 +118,13 @@ def test_keys_print_alone_on_the_last_line_and_work(cli, reg):
     # One after the other: MLflow's own sqlite engine waits only 5 s for a writer's lock.
     human = cli.ok("key", "create", "acme", "--role", "editor", "--description", "ci",
                    "--expires-in", "30d")
-    as_json = cli.ok("key", "create", "--platform-admin", "--principal", "root", "--json")
+    as_json = cli.ok("key", "create", "--platform-admin", "--label", "root", "--json")
     key = human.stdout.splitlines()[-1]
     assert key.startswith("mlt_") and key.split() == [key]
     identity = reg.verify_key(key)
     assert (identity.tenant, identity.role.value) == ("acme", "editor")
     admin = json.loads(as_json.stdout)
-    assert admin["tenant"] is None and admin["principal"] == "root"
+    assert admin["tenant"] is None and admin["principal"] == "admin:root"
     assert reg.verify_key(admin["key"]).platform_admin
 
     listing, revoking = cli.many([("key", "list", "acme", "--json"),
@@ -139,13 +139,13 @@ def test_keys_print_alone_on_the_last_line_and_work(cli, reg):
 
 
 def test_members_bind_list_and_unbind(cli, reg):
-    bound = cli.json("member", "bind", "acme", "alice@example.com", "--role", "deployer")
-    assert bound == {"principal": "alice@example.com", "tenant": "acme", "role": "deployer",
-                     "kind": "user"}
+    alice = "oidc:alice@example.com"
+    bound = cli.json("member", "bind", "acme", alice, "--role", "deployer")
+    assert bound == {"principal": alice, "tenant": "acme", "role": "deployer", "kind": "user"}
     listing = cli.json("member", "list", "acme")
-    assert ("alice@example.com", "deployer") in {(m["principal"], m["role"]) for m in listing}
-    assert "no longer a member" in cli.ok("member", "unbind", "acme", "alice@example.com").stdout
-    assert "alice@example.com" not in {m.principal for m in reg.members("acme")}
+    assert (alice, "deployer") in {(m["principal"], m["role"]) for m in listing}
+    assert "no longer a member" in cli.ok("member", "unbind", "acme", alice).stdout
+    assert alice not in {m.principal for m in reg.members("acme")}
 
 
 def test_list_show_update_and_usage(cli, reg):

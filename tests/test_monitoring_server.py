@@ -81,7 +81,7 @@ def mon(moto_server: MotoServer, tmp_path_factory: pytest.TempPathFactory
         extra_args=("--expose-prometheus", str(workdir / "prometheus")), extra_env=env,
         timeout=300,
     )
-    _key, server.admin_key = server.registry.create_key(None, "admin", principal="platform-admin")
+    _key, server.admin_key = server.registry.create_key(None, "admin", admin_label="ci")
     yield Monitored(server, moto_server, namespace)
     stop_mlflow_server(server)
 

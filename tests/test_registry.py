@@ -154,7 +154,7 @@ def test_unknown_tenant_is_reported_as_not_found(registry, name):
              lambda: registry.update_tenant(name, display_name="x"),
              lambda: registry.delete_tenant(name), lambda: registry.members(name),
              lambda: registry.list_keys(name), lambda: registry.create_key(name, "viewer"),
-             lambda: registry.bind("alice", name, "viewer")]
+             lambda: registry.bind("oidc:alice", name, "viewer")]
     for call in calls:
         with pytest.raises(MlflowException) as exc:
             call()
@@ -317,21 +317,21 @@ def test_revoked_key_stops_working_at_once(registry, name):
 def test_suspension_stops_every_key_of_the_tenant_at_once(registry, name):
     registry.create_tenant(name)
     _, secret = registry.create_key(name, "admin")
-    registry.bind("alice@example.com", name, "editor")
+    registry.bind("oidc:alice@example.com", name, "editor")
     assert registry.set_status(name, "suspended").status == "suspended"
     assert registry.verify_key(secret) is None
-    assert name not in registry.bindings_of("alice@example.com")
+    assert name not in registry.bindings_of("oidc:alice@example.com")
     with pytest.raises(MlflowException, match="suspended") as exc:
         registry.create_key(name, "viewer")
     assert error_code(exc) == "INVALID_STATE"
     registry.set_status(name, "active")
     assert registry.verify_key(secret).tenant == name
-    assert registry.bindings_of("alice@example.com")[name] == Role.EDITOR
+    assert registry.bindings_of("oidc:alice@example.com")[name] == Role.EDITOR
 
 
 def test_platform_admin_key_has_no_tenant_and_is_a_basic_auth_admin(registry, name):
-    principal = f"admin-{name}"
-    record, secret = registry.create_key(None, "admin", principal=principal)
+    principal = f"admin:{name}"
+    record, secret = registry.create_key(None, "admin", admin_label=name)
     assert record.tenant is None
     identity = registry.verify_key(secret)
     assert (identity.principal, identity.tenant, identity.platform_admin) == (
@@ -348,7 +348,7 @@ def test_malformed_or_unknown_keys_verify_to_nothing(registry, bad):
 
 def test_bad_key_requests_are_refused(registry, name):
     registry.create_tenant(name)
-    for args, kwargs in (((name, "owner"), {}), ((name, "viewer"), {"principal": "has space"}),
+    for args, kwargs in (((name, "owner"), {}), ((name, "viewer"), {"admin_label": "ops"}),
                          ((name, "viewer"), {"description": "d" * 257})):
         with pytest.raises(MlflowException) as exc:
             registry.create_key(*args, **kwargs)
@@ -359,7 +359,7 @@ def test_bad_key_requests_are_refused(registry, name):
 # -- bindings -----------------------------------------------------------------------------------
 def test_binding_gives_one_tenant_role_in_the_workspace(registry, name):
     registry.create_tenant(name)
-    user = f"bob-{name}"
+    user = f"proxy:bob-{name}"
     registry.bind(user, name, "editor")
     assert [(m.principal, m.role) for m in registry.members(name)] == [(user, "editor")]
     assert user_tenant_roles(registry, user, name) == [auth_role_name(Role.EDITOR)]

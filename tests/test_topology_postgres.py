@@ -48,7 +48,7 @@ def instances(pg_topology_url, moto_server, tmp_path_factory):
     except Exception:
         stop_mlflow_server(first)
         raise
-    _info, admin_key = first.registry.create_key(None, "admin", principal="platform-admin")
+    _info, admin_key = first.registry.create_key(None, "admin", admin_label="ci")
     first.admin_key = second.admin_key = admin_key
     yield first, second
     stop_mlflow_server(second)

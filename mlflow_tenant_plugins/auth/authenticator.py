@@ -30,6 +30,9 @@ class Refusal:
     or suspended credentials, so a refusal does not reveal whether a tenant or key exists."""
 
     reason: str
+    # Seconds after which to retry, for a refusal that is about the server, not the caller
+    # (too many credential checks in flight): answered 503 with Retry-After, not 401.
+    retry_after: int = 0
 
 
 NO_CREDENTIALS = Refusal("no credentials: send 'Authorization: Bearer <tenant API key>'")

@@ -9,6 +9,7 @@ with ``WWW-Authenticate: Basic`` so browsers show their login prompt.
 from __future__ import annotations
 
 import json
+import logging
 
 from flask import Response, g, request
 from werkzeug.datastructures import Authorization
@@ -17,6 +18,7 @@ from mlflow_tenant_plugins.auth.authenticator import Authenticator, Refusal
 from mlflow_tenant_plugins.auth.identity import set_identity
 from mlflow_tenant_plugins.tenancy.entities import Identity
 
+_logger = logging.getLogger(__name__)
 _authenticator: Authenticator | None = None
 _G_RESULT = "mlt_auth_result"
 
@@ -53,13 +55,36 @@ def authenticate_current_request() -> Identity | None:
     return result if isinstance(result, Identity) else None
 
 
+def _holds_unwarranted_admin(identity: Identity) -> bool:
+    """MLflow's engine skips every check for a user with ``is_admin``. Only the platform's
+    own platform admins may carry it: any other principal found with it (set by a bug, or by
+    an old backdoor through ``users/update-admin``) is refused, never served as an admin."""
+    if identity.platform_admin:
+        return False
+    import mlflow.server.auth as mlflow_auth
+
+    try:
+        return bool(mlflow_auth.store.get_user(identity.principal).is_admin)
+    except Exception:  # no such user yet: the engine refuses it on its own
+        return False
+
+
+def _refusal(reason: str) -> Response:
+    return Response(
+        unauthenticated_body(reason),
+        status=401,
+        mimetype="application/json",
+        headers={"WWW-Authenticate": 'Basic realm="mlflow"'},
+    )
+
+
 def authorization_function() -> Authorization | Response:
     result = _authenticate_flask_request()
     if isinstance(result, Refusal):
-        return Response(
-            unauthenticated_body(result.reason),
-            status=401,
-            mimetype="application/json",
-            headers={"WWW-Authenticate": 'Basic realm="mlflow"'},
-        )
+        return _refusal(result.reason)
+    if _holds_unwarranted_admin(result):
+        _logger.error("principal %s holds MLflow admin rights it was not granted by the "
+                      "platform; refusing it (a platform admin should revoke them)",
+                      result.principal)
+        return _refusal("this principal's rights are inconsistent; ask a platform admin")
     return Authorization("basic", {"username": result.principal, "password": ""})

@@ -31,12 +31,13 @@ import requests
 from mlflow.exceptions import MlflowException
 
 from mlflow_tenant_plugins.auth.authenticator import Refusal
-from mlflow_tenant_plugins.auth.methods import MethodCache, digest
+from mlflow_tenant_plugins.auth.methods import BUSY, MethodCache, OutboundGate, digest
 from mlflow_tenant_plugins.client.aws_iam import IAM_HEADER, SERVER_ID_HEADER, WIRE_VERSION
 from mlflow_tenant_plugins.config import ConfigError, Settings
 from mlflow_tenant_plugins.tenancy import TenantRegistry
 from mlflow_tenant_plugins.tenancy.entities import Identity
 from mlflow_tenant_plugins.tenancy.iam_bindings import IamBindings, normalize_arn
+from mlflow_tenant_plugins.tenancy.principals import iam_principal
 
 _logger = logging.getLogger(__name__)
 
@@ -141,6 +142,7 @@ class IamMethod:
         self.bindings = bindings or IamBindings(registry)
         self.cache = cache
         self._post = post or requests.Session().post
+        self.gate = OutboundGate()
         self.sts_calls = 0
 
     def __call__(self, headers: Mapping[str, str], _addr: str | None
@@ -182,6 +184,15 @@ class IamMethod:
 
     def _ask_sts(self, signed: SignedRequest, remaining: float
                  ) -> tuple[str | Refusal, float | None]:
+        if not self.gate.try_enter():
+            return BUSY, 0
+        try:
+            return self._replay(signed, remaining)
+        finally:
+            self.gate.leave()
+
+    def _replay(self, signed: SignedRequest, remaining: float
+                ) -> tuple[str | Refusal, float | None]:
         forward = {k: v for k, v in signed.headers.items()
                    if (k in signed.signed_headers or k in ("authorization", "content-type"))
                    and k not in _NEVER_FORWARD}
@@ -206,14 +217,15 @@ class IamMethod:
 
     def _identity(self, arn: str, workspace: str) -> Identity | Refusal:
         bindings = self.bindings.lookup(arn)
-        admin = self.registry.is_platform_admin(arn)
+        principal = iam_principal(arn)
+        admin = self.registry.is_platform_admin(principal)
         if workspace in bindings:
-            return Identity(arn, workspace, bindings[workspace], admin, "iam")
+            return Identity(principal, workspace, bindings[workspace], admin, "iam")
         if len(bindings) == 1:
             (tenant, role), = bindings.items()
-            return Identity(arn, tenant, role, admin, "iam")
+            return Identity(principal, tenant, role, admin, "iam")
         if admin:
-            return Identity(arn, None, None, True, "iam")
+            return Identity(principal, None, None, True, "iam")
         if not bindings:
             return Refusal(f"AWS identity {arn} is not bound to a tenant: a platform admin "
                            f"can bind it with 'mlflow-tenants iam bind TENANT {arn} --role ROLE'")

@@ -32,6 +32,25 @@ _logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 NO_TENANT = Refusal("this identity is not bound to an active tenant")
+BUSY = Refusal("too many credential checks are in flight on this server; retry shortly",
+               retry_after=1)
+# Outbound verification calls (STS replays, ALB key fetches) one method may have in flight per
+# worker. A caller sending fresh signatures or unknown kids can hold at most these threads;
+# beyond them callers are told to retry (503) instead of queueing behind the slow calls.
+MAX_OUTBOUND_CHECKS = 4
+
+
+class OutboundGate:
+    """A non-blocking bound on concurrent outbound calls of one authentication method."""
+
+    def __init__(self, limit: int = MAX_OUTBOUND_CHECKS):
+        self._slots = threading.BoundedSemaphore(limit)
+
+    def try_enter(self) -> bool:
+        return self._slots.acquire(blocking=False)
+
+    def leave(self) -> None:
+        self._slots.release()
 
 
 def digest(*parts: str) -> str:

@@ -29,7 +29,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from mlflow_tenant_plugins.auth.authenticator import Refusal
 from mlflow_tenant_plugins.auth.methods import (
+    BUSY,
     MethodCache,
+    OutboundGate,
     digest,
     external_identity,
     parse_role,
@@ -58,6 +60,10 @@ class TokenError(ValueError):
 
 class KeyUnavailable(TokenError):
     """The key endpoint could not be asked: a transient failure, never cached."""
+
+
+class KeysBusy(KeyUnavailable):
+    """Too many key fetches in flight on this worker (unknown kids arriving fast)."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +141,7 @@ class AlbKeys:
         self._keys: LRUCache = LRUCache(maxsize=1024)
         self._unknown: LRUCache = LRUCache(maxsize=1024)
         self._lock = threading.Lock()
+        self.gate = OutboundGate()
         self.fetches = 0
 
     def get(self, kid: str, region: str | None = None) -> ec.EllipticCurvePublicKey:
@@ -148,7 +155,12 @@ class AlbKeys:
             return key
         if unknown_until > time.monotonic():
             raise TokenError("unknown signing key (kid)")
-        key = self._download(kid, region)
+        if not self.gate.try_enter():
+            raise KeysBusy("too many ALB key fetches in flight")
+        try:
+            key = self._download(kid, region)
+        finally:
+            self.gate.leave()
         with self._lock:
             self._keys[(region, kid)] = key
         return key
@@ -201,6 +213,8 @@ class AlbOidcMethod:
         try:
             token = parse_token(raw)
             expires = self._check(token)
+        except KeysBusy:
+            return BUSY, 0
         except KeyUnavailable as exc:
             return Refusal(f"invalid ALB OIDC token: {exc}"), 0
         except TokenError as exc:

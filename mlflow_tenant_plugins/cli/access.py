@@ -39,13 +39,14 @@ def key() -> None:
 @click.option("--role", type=click.Choice(ROLE_CHOICES, case_sensitive=False),
               help="The key's role in the tenant.")
 @click.option("--platform-admin", is_flag=True, help="A key for the whole platform (no tenant).")
-@click.option("--principal", metavar="NAME",
-              help="Who the key speaks for (default: a service principal of its own).")
+@click.option("--label", metavar="NAME",
+              help="With --platform-admin: the admin's name, as admin:NAME (default: "
+                   "admin:key-<key id>). A tenant key always speaks for key:<key id>.")
 @click.option("--description", default="", help="What the key is for.")
 @click.option("--expires-in", type=DURATION, metavar="DURATION",
               help="Lifetime such as 30d, 12h, 2w (default: no expiry).")
 def key_create(app: App, tenant: str | None, role: str | None, platform_admin: bool,
-               principal: str | None, description: str, expires_in: timedelta | None,
+               label: str | None, description: str, expires_in: timedelta | None,
                as_json: bool) -> None:
     """Create a key for TENANT with --role, or a --platform-admin key.
 
@@ -54,12 +55,15 @@ def key_create(app: App, tenant: str | None, role: str | None, platform_admin: b
         if tenant or role:
             raise click.UsageError("a --platform-admin key takes neither TENANT nor --role")
         record, secret = app.registry.create_key(
-            None, "admin", principal=principal, description=description, expires_in=expires_in)
+            None, "admin", admin_label=label, description=description, expires_in=expires_in)
     else:
         if not tenant or not role:
             raise click.UsageError("give TENANT and --role ROLE, or --platform-admin")
+        if label:
+            raise click.UsageError("--label names platform admins; a tenant key speaks for "
+                                   "a principal of its own (key:<key id>)")
         record, secret = app.registry.create_key(
-            tenant, role, principal=principal, description=description, expires_in=expires_in)
+            tenant, role, description=description, expires_in=expires_in)
     scope = f"tenant {record.tenant}, role {record.role}" if record.tenant else "platform admin"
     emit(as_json, {**record.to_dict(), "key": secret}, [
         f"created key {record.key_id} for {record.principal} ({scope}), "

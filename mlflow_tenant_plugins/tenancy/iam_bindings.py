@@ -1,7 +1,7 @@
 """AWS IAM bindings: which IAM identity (by ARN) may act in which tenant, with which role.
 
-A binding is both a row here and an ordinary role binding of the registry (principal = the
-ARN), so MLflow's engine authorizes an IAM caller exactly as it does any other principal.
+A binding is both a row here and an ordinary role binding of the registry (principal
+``iam:<ARN>``), so MLflow's engine authorizes an IAM caller exactly as it does any other principal.
 The row is what lets the IAM method accept the identity at all: a principal bound by other
 means (``member bind``) does not become an IAM login by accident.
 """
@@ -19,7 +19,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mlflow_tenant_plugins.tenancy.models import Base, TenantRow, utcnow
-from mlflow_tenant_plugins.tenancy.registry import TenantRegistry, validate_principal_name
+from mlflow_tenant_plugins.tenancy.principals import iam_principal
+from mlflow_tenant_plugins.tenancy.registry import TenantRegistry
 from mlflow_tenant_plugins.tenancy.roles import Role
 
 PRINCIPAL_KIND = "iam"
@@ -90,7 +91,7 @@ class IamBindings:
         """Bind ``arn`` (normalised) to ``role`` in ``tenant``, replacing its role there."""
         role = Role.parse(role) if isinstance(role, str) else role
         arn = normalize_arn(arn)
-        validate_principal_name(arn)
+        principal = iam_principal(arn)
         self.registry.get_tenant(tenant)
         existing = self._role_of(arn, tenant)
         table, where = IamBindingRow.__table__, _match(arn, tenant)
@@ -105,7 +106,7 @@ class IamBindings:
             with self.engine.begin() as conn:
                 conn.execute(table.update().where(*where).values(role=role.value))
         try:
-            self.registry.bind(arn, tenant, role, kind=PRINCIPAL_KIND)
+            self.registry.bind(principal, tenant, role, kind=PRINCIPAL_KIND)
         except Exception:
             self._restore(arn, tenant, existing)
             raise
@@ -136,7 +137,7 @@ class IamBindings:
             raise MlflowException(f"{arn} is not bound to tenant '{tenant}'",
                                   RESOURCE_DOES_NOT_EXIST)
         try:
-            self.registry.unbind(arn, tenant)
+            self.registry.unbind(iam_principal(arn), tenant)
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
                 raise

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mlflow_tenant_plugins.tenancy import keys as keylib
+from mlflow_tenant_plugins.tenancy import principals
 from mlflow_tenant_plugins.tenancy.db import get_engine
 from mlflow_tenant_plugins.tenancy.entities import ApiKey, Identity, Member, Tenant
 from mlflow_tenant_plugins.tenancy.models import (
@@ -41,13 +42,13 @@ from mlflow_tenant_plugins.tenancy.text import check_plain_text
 from mlflow_tenant_plugins.tenancy.usage import RESOURCES, UsageLedger
 from mlflow_tenant_plugins.tenancy.workspaces import WorkspaceMirror
 
-# Matched whole (fullmatch): '$' would also match before a trailing newline.
-_PRINCIPAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+:/=-]{0,254}")
 _SNS_TOPIC_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$")
 # Column widths: checked here so that PostgreSQL never answers with a raw DataError.
 _MAX_DISPLAY_NAME = 256
 _MAX_DESCRIPTION = 256
 _STATUSES = ("active", "suspended")
+# The role a key's listing shows once its principal's binding was removed.
+UNBOUND = "unbound"
 # last_used_at is written at most this often per key: a write per request would make every
 # authenticated read a database write.
 LAST_USED_RESOLUTION = timedelta(seconds=60)
@@ -71,11 +72,8 @@ def validate_tenant_name(name: str) -> None:
 
 
 def validate_principal_name(name: str) -> None:
-    if not isinstance(name, str) or not _PRINCIPAL.fullmatch(name):
-        raise MlflowException.invalid_parameter_value(
-            f"invalid principal name {name!r}: 1-255 characters, letters, digits and ._@+:/=-, "
-            "starting with a letter or digit"
-        )
+    """Names are namespaced and assigned by the platform (see :mod:`.principals`)."""
+    principals.validate(name)
 
 
 def _check_text(what: str, value: str | None, limit: int) -> None:
@@ -304,6 +302,7 @@ class TenantRegistry:
     def bind(self, principal: str, tenant: str, role: Role | str, kind: str = "user") -> Member:
         role = Role.parse(role) if isinstance(role, str) else role
         self.get_tenant(tenant)
+        self._check_bindable(principal, tenant, creating_key=kind == "service")
         principal_id = self.ensure_principal(principal, kind=kind)
         with self._session() as s:
             row = s.scalar(
@@ -326,6 +325,26 @@ class TenantRegistry:
                 self.bind(principal, tenant, previous)
             raise
         return Member(principal, tenant, role.value, kind)
+
+    def _check_bindable(self, principal: str, tenant: str, creating_key: bool) -> None:
+        """A key's principal belongs to the key's tenant for life, and platform admins are
+        not tenant members: neither can be bound elsewhere."""
+        ns = principals.namespace_of(principal)
+        if ns == principals.ADMIN:
+            raise MlflowException.invalid_parameter_value(
+                f"'{principal}' is a platform admin: it needs no tenant binding"
+            )
+        if ns != principals.KEY or creating_key:
+            validate_principal_name(principal)
+            return
+        with self._session() as s:
+            key_tenant = s.scalar(select(ApiKeyRow.tenant).where(
+                ApiKeyRow.key_id == principal.partition(":")[2]))
+        if key_tenant != tenant:
+            raise MlflowException.invalid_parameter_value(
+                f"'{principal}' is the principal of a key of another tenant (or of no key): a "
+                "key's principal can only hold a role in the key's own tenant"
+            )
 
     def unbind(self, principal: str, tenant: str) -> None:
         with self._session() as s:
@@ -374,26 +393,36 @@ class TenantRegistry:
         tenant: str | None,
         role: Role | str,
         *,
-        principal: str | None = None,
+        admin_label: str | None = None,
         description: str = "",
         expires_in: timedelta | None = None,
     ) -> tuple[ApiKey, str]:
         """A new key for a tenant role (or, with ``tenant=None``, a platform admin key).
-        Returns the record and the key itself, which is never stored and never shown again."""
+        Returns the record and the key itself, which is never stored and never shown again.
+
+        A tenant key speaks for a principal of its own, ``key:<key id>``, bound to ``role``
+        in ``tenant``; its authority is that binding as it is *now* (``member bind`` can
+        change it, ``member unbind`` ends it). Nobody chooses the name, so a key can never
+        speak for another principal. A platform admin key speaks for ``admin:<label>``.
+        """
         role = Role.parse(role) if isinstance(role, str) else role
         _check_text("key description", description, _MAX_DESCRIPTION)
         if expires_in is not None and expires_in.total_seconds() <= 0:
             raise MlflowException.invalid_parameter_value("expiry must be in the future")
         key_id, secret = keylib.new_key()
         if tenant is None:
-            principal = principal or "platform-admin"
+            principal = principals.admin_principal(admin_label or f"key-{key_id}")
             principal_id = self.ensure_principal(principal, kind="user", platform_admin=True)
         else:
+            if admin_label is not None:
+                raise MlflowException.invalid_parameter_value(
+                    "a tenant key speaks for a principal of its own; labels are for platform "
+                    "admin keys"
+                )
             if not self.get_tenant(tenant).active:
                 raise MlflowException(f"tenant '{tenant}' is suspended", INVALID_STATE)
-            kind = "user" if principal else "service"
-            principal = principal or f"{tenant}.key-{key_id}"
-            self.bind(principal, tenant, role, kind=kind)
+            principal = principals.key_principal(key_id)
+            self.bind(principal, tenant, role, kind="service")
             with self._session() as s:
                 principal_id = s.scalar(
                     select(PrincipalRow.id).where(PrincipalRow.name == principal)
@@ -425,10 +454,14 @@ class TenantRegistry:
         return self._keys()
 
     def _keys(self, *where) -> list[ApiKey]:
+        """Keys with their *live* role: the binding of the key's principal in its tenant
+        (``unbound`` once ``member unbind`` removed it; such a key authenticates no more)."""
         with self._session() as s:
             rows = s.execute(
-                select(ApiKeyRow, PrincipalRow.name)
+                select(ApiKeyRow, PrincipalRow.name, RoleBindingRow.role)
                 .join(PrincipalRow, PrincipalRow.id == ApiKeyRow.principal_id)
+                .outerjoin(RoleBindingRow, (RoleBindingRow.principal_id == ApiKeyRow.principal_id)
+                           & (RoleBindingRow.tenant == ApiKeyRow.tenant))
                 .where(*where)
                 .order_by(ApiKeyRow.created_at, ApiKeyRow.key_id)
             ).all()
@@ -437,14 +470,14 @@ class TenantRegistry:
                 key_id=k.key_id,
                 principal=name,
                 tenant=k.tenant,
-                role=k.role,
+                role=k.role if k.tenant is None else (bound or UNBOUND),
                 description=k.description,
                 created_at=_aware(k.created_at),
                 expires_at=_aware(k.expires_at),
                 revoked_at=_aware(k.revoked_at),
                 last_used_at=_aware(k.last_used_at),
             )
-            for k, name in rows
+            for k, name, bound in rows
         ]
 
     def revoke_key(self, key_id: str) -> ApiKey:
@@ -465,21 +498,24 @@ class TenantRegistry:
         digest = keylib.key_hash(secret)
         with self._session() as s:
             found = s.execute(
-                select(ApiKeyRow, PrincipalRow.name, PrincipalRow.platform_admin, TenantRow.status)
+                select(ApiKeyRow, PrincipalRow.name, PrincipalRow.platform_admin, TenantRow.status,
+                       RoleBindingRow.role)
                 .join(PrincipalRow, PrincipalRow.id == ApiKeyRow.principal_id)
                 .outerjoin(TenantRow, TenantRow.name == ApiKeyRow.tenant)
+                .outerjoin(RoleBindingRow, (RoleBindingRow.principal_id == ApiKeyRow.principal_id)
+                           & (RoleBindingRow.tenant == ApiKeyRow.tenant))
                 .where(ApiKeyRow.key_hash == digest)
             ).one_or_none()
         if found is None:
             return None
-        key, principal, platform_admin, status = found
+        key, principal, platform_admin, status, bound_role = found
         now = utcnow()
         expires_at = _aware(key.expires_at)
         if (
             not keylib.hashes_equal(key.key_hash, digest)
             or key.revoked_at is not None
             or (expires_at is not None and expires_at <= now)
-            or (key.tenant is not None and status != "active")
+            or (key.tenant is not None and (status != "active" or bound_role is None))
             or (key.tenant is None and not platform_admin)
         ):
             return None
@@ -489,10 +525,12 @@ class TenantRegistry:
                 conn.execute(
                     update(ApiKeyRow).where(ApiKeyRow.key_id == key.key_id).values(last_used_at=now)
                 )
+        # Authority from the live registry: the principal's binding now, not the role the key
+        # was created with (a demoted or unbound principal loses its power at once).
         return Identity(
             principal=principal,
             tenant=key.tenant,
-            role=Role(key.role) if key.tenant else None,
+            role=Role(bound_role) if key.tenant else None,
             platform_admin=key.tenant is None,
             method="key",
         )
