@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 
+import anyio
 from mlflow.server.auth import is_unprotected_route
 from mlflow.utils.workspace_utils import WORKSPACE_HEADER_NAME
 
@@ -41,12 +42,22 @@ class TenantMiddleware:
         if scope["type"] != "http" or is_unprotected_route(scope.get("path", "")):
             await self.app(scope, receive, send)
             return
+        # The edge (auth.edge) has refused repeated or folded identity and workspace
+        # headers, so this dict holds the one value every later parser will see.
         headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                    for k, v in scope.get("headers", [])}
         client = scope.get("client")
-        result = self.authenticator.authenticate(headers, client[0] if client else None)
+        # Off the event loop: a cache miss may query the database, replay a signed STS call
+        # or fetch an ALB key; on the loop, one slow caller would stall every request.
+        result = await anyio.to_thread.run_sync(
+            self.authenticator.authenticate, headers, client[0] if client else None)
         scope[AUTH_RESULT_SCOPE_KEY] = result
         if isinstance(result, Refusal):
+            if result.retry_after:
+                await _send_json(send, 503, json.dumps({"error_code": "TEMPORARILY_UNAVAILABLE",
+                                                        "message": result.reason}),
+                                 [(b"retry-after", str(result.retry_after).encode())])
+                return
             await _send_json(send, 401, unauthenticated_body(result.reason),
                              [(b"www-authenticate", b'Basic realm="mlflow"')])
             return
@@ -54,19 +65,22 @@ class TenantMiddleware:
             await _send_json(send, 403, _FORBIDDEN_BODY.decode())
             return
         named = headers.get(WORKSPACE_HEADER_NAME.lower(), "").strip()
-        if named:
-            if not result.may_act_in(named):
-                body = json.dumps({
-                    "error_code": "PERMISSION_DENIED",
-                    "message": f"not allowed in workspace '{named}': your credentials "
-                               f"belong to tenant '{result.tenant}'",
-                })
-                await _send_json(send, 403, body)
-                return
-        elif result.tenant is not None:
-            scope = dict(scope)
-            scope["headers"] = [*scope.get("headers", []),
-                                (_WS_HEADER, result.tenant.encode("latin-1"))]
+        if named and not result.may_act_in(named):
+            body = json.dumps({
+                "error_code": "PERMISSION_DENIED",
+                "message": f"not allowed in workspace '{named}': your credentials "
+                           f"belong to tenant '{result.tenant}'",
+            })
+            await _send_json(send, 403, body)
+            return
+        workspace = named or result.tenant
+        # MLflow sees exactly the workspace that was checked: the client's spelling (padding
+        # included) is replaced by the checked value, or by the caller's own tenant.
+        scope = dict(scope)
+        scope["headers"] = [(k, v) for k, v in scope.get("headers", [])
+                            if k.lower() != _WS_HEADER]
+        if workspace:
+            scope["headers"].append((_WS_HEADER, workspace.encode("latin-1")))
         await self.app(scope, receive, _json_forbidden(send))
 
 
