@@ -100,10 +100,20 @@ def _refused(fn) -> None:
     assert MARK not in str(info.value)
 
 
+def _not_in_tenant(fn, sent: str = "") -> None:
+    """Another tenant's object answers as a missing one does: 404 RESOURCE_DOES_NOT_EXIST.
+    The message may repeat what B ``sent`` (a name), as MLflow's do; nothing else of A's."""
+    with pytest.raises(MlflowException) as info:
+        fn()
+    assert (info.value.get_http_status_code(), info.value.error_code) == \
+        (404, "RESOURCE_DOES_NOT_EXIST"), info.value
+    assert MARK not in str(info.value).replace(sent or "\0", "")
+
+
 def test_b_cannot_read_a_experiment_by_id_name_or_search(world):
     server, a, b = world
     with as_tenant(server, b.key) as client:
-        _refused(lambda: client.get_experiment(a.ids["experiment_id"]))
+        _not_in_tenant(lambda: client.get_experiment(a.ids["experiment_id"]))
         assert client.get_experiment_by_name(f"{MARK}-exp") is None
         found = client.search_experiments(filter_string=f"name LIKE '%{MARK}%'")
         assert list(found) == []
@@ -114,9 +124,9 @@ def test_b_cannot_change_or_delete_a_experiment(world):
     server, a, b = world
     with as_tenant(server, b.key) as client:
         eid = a.ids["experiment_id"]
-        _refused(lambda: client.rename_experiment(eid, "stolen"))
-        _refused(lambda: client.set_experiment_tag(eid, "k", "v"))
-        _refused(lambda: client.delete_experiment(eid))
+        _not_in_tenant(lambda: client.rename_experiment(eid, "stolen"))
+        _not_in_tenant(lambda: client.set_experiment_tag(eid, "k", "v"))
+        _not_in_tenant(lambda: client.delete_experiment(eid))
     with as_tenant(server, a.key) as client:
         assert client.get_experiment(eid).name == f"{MARK}-exp"
 
@@ -125,13 +135,13 @@ def test_b_cannot_read_or_write_a_run_metrics_params_tags(world):
     server, a, b = world
     rid = a.ids["run_id"]
     with as_tenant(server, b.key) as client:
-        _refused(lambda: client.get_run(rid))
-        _refused(lambda: client.get_metric_history(rid, "m"))
-        _refused(lambda: client.log_metric(rid, "m", 2.0))
-        _refused(lambda: client.log_param(rid, "q", "x"))
-        _refused(lambda: client.set_tag(rid, "t", "x"))
-        _refused(lambda: client.delete_run(rid))
-        _refused(lambda: client.list_artifacts(rid))
+        _not_in_tenant(lambda: client.get_run(rid))
+        _not_in_tenant(lambda: client.get_metric_history(rid, "m"))
+        _not_in_tenant(lambda: client.log_metric(rid, "m", 2.0))
+        _not_in_tenant(lambda: client.log_param(rid, "q", "x"))
+        _not_in_tenant(lambda: client.set_tag(rid, "t", "x"))
+        _not_in_tenant(lambda: client.delete_run(rid))
+        _not_in_tenant(lambda: client.list_artifacts(rid))
         with contextlib.suppress(MlflowException):
             runs = client.search_runs([a.ids["experiment_id"]])
             assert list(runs) == []
@@ -153,19 +163,19 @@ def test_b_cannot_download_a_artifacts(world, tmp_path):
         assert r.status_code in (400, 403, 404), (path, r.status_code)
         assert MARK not in r.text
     r = s.get(f"{server.url}/get-artifact", params={"run_uuid": rid, "path": "d/file.txt"})
-    assert r.status_code in (403, 404) and MARK not in r.text
+    assert r.status_code == 404 and MARK not in r.text
 
 
 def test_b_cannot_see_a_registered_models_versions_or_aliases(world):
     server, a, b = world
     name = a.ids["model"]
     with as_tenant(server, b.key) as client:
-        _refused(lambda: client.get_registered_model(name))
-        _refused(lambda: client.get_model_version(name, a.ids["version"]))
-        _refused(lambda: client.get_model_version_by_alias(name, "champion"))
-        _refused(lambda: client.set_registered_model_alias(name, "x", a.ids["version"]))
-        _refused(lambda: client.rename_registered_model(name, "stolen"))
-        _refused(lambda: client.delete_registered_model(name))
+        _not_in_tenant(lambda: client.get_registered_model(name), name)
+        _not_in_tenant(lambda: client.get_model_version(name, a.ids["version"]), name)
+        _not_in_tenant(lambda: client.get_model_version_by_alias(name, "champion"), name)
+        _not_in_tenant(lambda: client.set_registered_model_alias(name, "x", a.ids["version"]), name)
+        _not_in_tenant(lambda: client.rename_registered_model(name, "stolen"), name)
+        _not_in_tenant(lambda: client.delete_registered_model(name), name)
         assert list(client.search_registered_models(f"name LIKE '%{MARK}%'")) == []
         assert list(client.search_model_versions(f"name = '{name}'")) == []
         assert list(client.search_model_versions(f"run_id = '{a.ids['run_id']}'")) == []
@@ -174,12 +184,12 @@ def test_b_cannot_see_a_registered_models_versions_or_aliases(world):
 def test_b_cannot_see_a_logged_models_traces_or_prompts(world):
     server, a, b = world
     with as_tenant(server, b.key) as client:
-        _refused(lambda: client.get_logged_model(a.ids["logged_model_id"]))
-        _refused(lambda: client.delete_logged_model(a.ids["logged_model_id"]))
+        _not_in_tenant(lambda: client.get_logged_model(a.ids["logged_model_id"]))
+        _not_in_tenant(lambda: client.delete_logged_model(a.ids["logged_model_id"]))
         with contextlib.suppress(MlflowException):
             found = client.search_logged_models([a.ids["experiment_id"]])
             assert list(found) == []
-        _refused(lambda: client.get_trace(a.ids["trace_id"]))
+        _not_in_tenant(lambda: client.get_trace(a.ids["trace_id"]))
         with contextlib.suppress(MlflowException):
             assert list(client.search_traces(locations=[a.ids["experiment_id"]])) == []
         import mlflow.genai
@@ -187,8 +197,9 @@ def test_b_cannot_see_a_logged_models_traces_or_prompts(world):
         mlflow.set_tracking_uri(server.url)
         mlflow.set_registry_uri(server.url)
         try:
-            with pytest.raises(MlflowException):
+            with pytest.raises(MlflowException) as prompt:
                 mlflow.genai.load_prompt(f"prompts:/{a.ids['prompt']}/1")
+            assert prompt.value.error_code == "RESOURCE_DOES_NOT_EXIST"
             assert all(MARK not in p.name for p in mlflow.genai.search_prompts())
         finally:
             mlflow.set_tracking_uri(None)
@@ -252,6 +263,50 @@ def test_refusals_are_mlflow_json(world):
     r = server.session(b.key).get(
         f"{server.url}/api/2.0/mlflow/runs/get", params={"run_id": a.ids["run_id"]}
     )
-    assert r.status_code in (403, 404)
-    assert r.json()["error_code"] in ("PERMISSION_DENIED", "RESOURCE_DOES_NOT_EXIST")
+    assert r.status_code == 404
+    assert r.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
     assert isinstance(requests.get(f"{server.url}/health").text, str)
+
+
+def _twin(real: str) -> str:
+    """An id of the same shape as ``real`` that exists nowhere."""
+    if real.isdigit():  # experiment ids: far beyond any experiment of this test session
+        return str(10**12 + secrets.randbelow(10**6))
+    return "".join(secrets.choice("0123456789" if c.isdigit() else "abcdef")
+                   if c in "0123456789abcdef" else c for c in real)
+
+
+def test_another_tenants_object_and_a_missing_one_answer_identically(world):
+    """Same status, headers that matter and body, the id aside: nothing tells them apart."""
+    server, a, b = world
+    s, url = server.session(b.key), server.url
+    ids = a.ids
+    requests_by_id = [
+        ("GET", "/api/2.0/mlflow/runs/get", "run_id", ids["run_id"]),
+        ("GET", "/ajax-api/2.0/mlflow/runs/get", "run_id", ids["run_id"]),
+        ("GET", "/api/2.0/mlflow/experiments/get", "experiment_id", ids["experiment_id"]),
+        ("POST", "/api/2.0/mlflow/runs/delete", "run_id", ids["run_id"]),
+        ("GET", "/api/2.0/mlflow/registered-models/get", "name", ids["model"]),
+        ("GET", "/api/2.0/mlflow/registered-models/get", "name", ids["prompt"]),
+        ("GET", "/api/2.0/mlflow/artifacts/list", "run_id", ids["run_id"]),
+        ("GET", "/get-artifact", "run_uuid", ids["run_id"]),
+        ("GET", "/api/2.0/mlflow/logged-models/{}", None, ids["logged_model_id"]),
+        ("GET", "/api/3.0/mlflow/traces/get", "trace_id", ids["trace_id"]),
+    ]
+    for method, path, param, theirs in requests_by_id:
+        answers = []
+        for value in (theirs, _twin(theirs) if param != "name" else f"{theirs}x"):
+            target = url + path.format(value)
+            args = {} if param is None else {param: value}
+            r = (s.get(target, params=args) if method == "GET" else s.post(target, json=args))
+            answers.append((r.status_code, r.headers.get("content-type"),
+                            r.text.replace(value, "<id>")))
+            assert MARK not in r.text.replace(value, "<id>"), (path, r.text)
+        assert answers[0] == answers[1], (path, answers)
+        assert answers[0][0] == 404 and '"RESOURCE_DOES_NOT_EXIST"' in answers[0][2], answers
+    mv = s.get(f"{url}/api/2.0/mlflow/model-versions/get",
+               params={"name": ids["model"], "version": ids["version"]})
+    twin = s.get(f"{url}/api/2.0/mlflow/model-versions/get",
+                 params={"name": ids["model"] + "x", "version": ids["version"]})
+    assert (mv.status_code, mv.text.replace(ids["model"], "<id>")) == \
+        (twin.status_code, twin.text.replace(ids["model"] + "x", "<id>")) and mv.status_code == 404
