@@ -20,6 +20,7 @@ from pathlib import Path
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_STATE
 
+from mlflow_tenant_plugins.auth.edge import EdgeLimits, EdgeMiddleware
 from mlflow_tenant_plugins.config import Settings, load_settings
 from mlflow_tenant_plugins.startup_migrations import migrate_platform
 from mlflow_tenant_plugins.tenancy import TenantRegistry
@@ -27,7 +28,10 @@ from mlflow_tenant_plugins.tenancy import TenantRegistry
 _logger = logging.getLogger(__name__)
 
 AUTHORIZATION_FUNCTION = "mlflow_tenant_plugins.auth.engine:authorization_function"
-PLATFORM_ADMIN = "platform-admin"
+# basic-auth's bootstrap admin (is_admin in MLflow's store). Outside every principal namespace
+# (principals are ``key:…``, ``admin:…``, ``oidc:…``, ``proxy:…``, ``iam:…``), so no credential
+# of the platform can ever speak for it.
+BOOTSTRAP_ADMIN = "mlflow-bootstrap-admin"
 
 
 def _write_auth_ini(settings: Settings) -> Path:
@@ -41,7 +45,7 @@ def _write_auth_ini(settings: Settings) -> Path:
         "[mlflow]\n"
         "default_permission = NO_PERMISSIONS\n"
         f"database_uri = {settings.database_uri}\n"
-        f"admin_username = {PLATFORM_ADMIN}\n"
+        f"admin_username = {BOOTSTRAP_ADMIN}\n"
         f"admin_password = {secrets.token_urlsafe(24)}\n"
         f"authorization_function = {AUTHORIZATION_FUNCTION}\n"
         "grant_default_workspace_access = false\n"
@@ -60,6 +64,9 @@ def _configure_engine(settings: Settings, registry: TenantRegistry) -> None:
             INVALID_STATE,
         )
     os.environ["MLFLOW_AUTH_CONFIG_PATH"] = str(_write_auth_ini(settings))
+    # basic-auth lets these override the ini; the bootstrap admin must keep our name.
+    os.environ["MLFLOW_AUTH_ADMIN_USERNAME"] = BOOTSTRAP_ADMIN
+    os.environ.pop("MLFLOW_AUTH_ADMIN_PASSWORD", None)
     os.environ.setdefault("MLFLOW_BASIC_AUTH_FAIL_CLOSED", "true")
     if not os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY"):
         # Static across workers and instances (CSRF tokens must validate everywhere).
@@ -80,6 +87,7 @@ def create_app():
             INVALID_STATE,
         )
     from mlflow_tenant_plugins import monitoring
+    from mlflow_tenant_plugins.artifacts import startup as artifact_startup
     from mlflow_tenant_plugins.auth import engine as auth_engine
     from mlflow_tenant_plugins.auth import run_locator
     from mlflow_tenant_plugins.auth.authenticator import Authenticator
@@ -108,12 +116,30 @@ def create_app():
     _bind_artifact_destination_per_request()
     _warm_artifacts_in_background()
     app = engine.create_app()
+    artifact_startup.prepare_app(app)  # tenant-s3 without credentials: refuse to start
     _check_route_coverage(engine, app)
     _install_first_hour(app)
     app.add_middleware(TenantMiddleware, authenticator=authenticator)
     # Outside the tenant middleware: per-tenant metrics, and the usage publisher if set.
     monitoring.install(app, settings, registry)
+    # Added last, so outermost: every route, /health and static files included, sees only
+    # unambiguous headers and bounded bodies (auth.edge explains the rules).
+    app.add_middleware(EdgeMiddleware, single_headers=_single_headers(settings),
+                       limits=EdgeLimits(int(settings.max_request_body_bytes),
+                                         int(settings.max_artifact_upload_bytes)))
     return app
+
+
+def _single_headers(settings: Settings) -> tuple[str, ...]:
+    """Headers that may appear at most once: the edge's own, and every identity header an
+    enabled authentication method reads."""
+    from mlflow_tenant_plugins.auth.edge import BASE_SINGLE_HEADERS
+    from mlflow_tenant_plugins.auth.iam import _HEADER as IAM_HEADER
+    from mlflow_tenant_plugins.auth.oidc import HEADER as OIDC_HEADER
+
+    return (*BASE_SINGLE_HEADERS, IAM_HEADER, OIDC_HEADER, "x-amzn-oidc-identity",
+            "x-amzn-oidc-accesstoken", settings.proxy_user_header,
+            settings.proxy_tenant_header, settings.proxy_role_header)
 
 
 def _install_first_hour(app) -> None:
