@@ -4,7 +4,7 @@ tenant-sagemaker (the platform's service, in-process, synchronous) beside MLflow
 target's time while also creating alarms, autoscaling and tags and checking quotas.
 
 What each creates — stock: model, endpoint config, endpoint, model tarball in its bucket.
-tenant-sagemaker: the same (package in the tenant's prefix, counted in its storage quota)
+tenant-sagemaker: the same (package under the platform's prefix, outside the tenant's)
 plus 5 CloudWatch alarms, an autoscaling target and policy, tenant tags, quota reservations.
 
     .venv/bin/python benchmarks/deploy_latency.py [--runs 7]
@@ -70,8 +70,8 @@ def main() -> None:
                      "instance_count": 1}
         db = f"sqlite:///{tmp}/registry.db"
         settings = Settings(database_uri=db, aws_endpoint_url=url, deploy_poll_seconds=1.0,
-                            deploy_package_root="s3://platform/root/workspaces/{tenant}/deployments",
-                            deploy_image_uri=IMAGE, deploy_execution_role_arn=ROLE)
+                            deploy_package_root="s3://platform/root/platform/deployments/{tenant}",
+                            deploy_image_uri=IMAGE, deploy_execution_role_arn=ROLE + "-{tenant}")
         registry = TenantRegistry(db)
         registry.create_tenant("bench", quotas=Quotas(endpoints=100, instances=100))
         service = DeploymentService(registry, settings, resolver=ModelResolver(allow_any_uri=True))

@@ -133,7 +133,10 @@ class Demo:
              f"(sqlite, artifacts in tenant-s3://{BUCKET}/mlflow)")
         env = {**self.admin_env(), "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
                "MLFLOW_AUTH_ADMIN_PASSWORD": secrets.token_urlsafe(16),
-               "MLFLOW_TENANT_DEPLOY_POLL_SECONDS": "1"}
+               "MLFLOW_TENANT_DEPLOY_POLL_SECONDS": "1",
+               # one SageMaker execution role per tenant (the emulator's account)
+               "MLFLOW_TENANT_DEPLOY_EXECUTION_ROLE_ARN":
+                   "arn:aws:iam::123456789012:role/mlflow-sagemaker-{tenant}"}
         self.start("mlflow-server", [
             str(BIN / "mlflow"), "server", "--app-name", "tenant-auth", "--enable-workspaces",
             "--host", "127.0.0.1", "--port", str(port), "--workers", "2",

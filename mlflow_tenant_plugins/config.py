@@ -123,16 +123,22 @@ class Settings:
     # "*=key" applies to every tenant without an entry of its own. Empty: bucket default.
     artifact_kms_key_ids: tuple[str, ...] = ()
     # tenant-sagemaker deployments (mlflow_tenant_plugins.deployments).
-    # IAM role SageMaker assumes to pull the serving image and the model package (the default
-    # suits the emulator; set the real role in production).
-    deploy_execution_role_arn: str = "arn:aws:iam::123456789012:role/mlflow-tenant-sagemaker"
+    # IAM role SageMaker runs a tenant's model under (pulls the image, reads the package; the
+    # model's code holds its credentials). ``{tenant}`` is replaced by the tenant: one role per
+    # tenant, reading only that tenant's packages (``deploy/iam/``). Unset: deploys answer 400
+    # naming this setting. Without ``{tenant}`` (one role for all) only with
+    # ``deploy_network_isolation = "always"``.
+    deploy_execution_role_arn: str = ""
+    # SageMaker ``EnableNetworkIsolation`` for tenants' models (no network in the container):
+    # "per-deployment" (a deployment asks with ``-C network_isolation=true``) or "always".
+    deploy_network_isolation: str = "per-deployment"
     # Serving image; empty: MLflow's pyfunc image (``mlflow models build-docker`` pushed as
     # ``mlflow-pyfunc:<mlflow version>``) in this account's ECR in ``aws_region``.
     deploy_image_uri: str = ""
     # Where model packages (model.tar.gz) go: an ``s3://BUCKET/PREFIX`` template in which
-    # ``{tenant}`` is replaced by the tenant; empty: the server's ``--artifacts-destination``
-    # (``tenant-s3://`` or ``s3://``) + ``/workspaces/{tenant}/deployments``, i.e. inside the
-    # tenant's artifact prefix, where its storage quota counts it.
+    # ``{tenant}`` (required) is replaced by the tenant; empty: the ``tenant-s3://BUCKET/ROOT``
+    # ``--artifacts-destination`` + ``/platform/deployments/{tenant}``. Never inside a
+    # tenant's artifact prefix (refused): tenants must not write the packages they run.
     deploy_package_root: str = ""
     # Seconds between status polls while an endpoint is Creating or Updating.
     deploy_poll_seconds: float = 10.0

@@ -214,6 +214,7 @@ def test_direct_mode_deploys_with_the_admins_own_credentials(deploy_env, pyfunc_
         "MLFLOW_TENANT_DATABASE_URI": settings.database_uri,
         "MLFLOW_TENANT_AWS_ENDPOINT_URL": settings.aws_endpoint_url,
         "MLFLOW_TENANT_DEPLOY_PACKAGE_ROOT": settings.deploy_package_root,
+        "MLFLOW_TENANT_DEPLOY_EXECUTION_ROLE_ARN": settings.deploy_execution_role_arn,
         "MLFLOW_TENANT_DEPLOY_POLL_SECONDS": "0.05",
         "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
     }.items():
@@ -227,4 +228,52 @@ def test_direct_mode_deploys_with_the_admins_own_credentials(deploy_env, pyfunc_
     client = get_deploy_client(f"tenant-sagemaker:/us-east-1/{tenant}")
     assert [d["name"] for d in client.list_deployments()] == ["direct"]
     client.delete_deployment("direct")
+    assert deploy_env.leftovers(tenant) == {}
+
+
+def _cli(routes_url: str, tenant: str, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.update(MLFLOW_TRACKING_URI=routes_url, MLFLOW_TRACKING_TOKEN=f"{tenant}:deployer")
+    return subprocess.run([sys.executable, "-m", "mlflow", "deployments", *args, "-t",
+                           "tenant-sagemaker"], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_tenant_text_is_escaped_and_a_non_json_answer_is_a_clean_error_in_the_cli(
+    routes_url, as_tenant, deploy_env, pyfunc_model, tmp_path
+):
+    """Issue 13 finding 4 (deploy client) and issue 14 item 4: a failure reason carrying
+    terminal escapes (window title, clear screen, CR, bidi override) is printed escaped by
+    `mlflow deployments get/list`; an endpoint answering something that is not JSON ends in
+    one `Error:` line showing what came back, not a traceback."""
+    tenant = deploy_env.tenant()
+    client = as_tenant(tenant)
+    hostile = "\x1b]0;pwned\x07\x1b[2J\rok\u202etxt.exe"
+    env = json.dumps({"MLT_MOTO_FAIL_REASON": hostile})
+    with pytest.raises(MlflowException) as exc:
+        client.create_deployment("bad", pyfunc_model, config={"env": env})
+    assert "\x1b" not in exc.value.message and "\\x1b]0;pwned\\x07" in exc.value.message
+    assert "\x1b" not in json.dumps(client.get_deployment("bad"), ensure_ascii=False)
+
+    got = _cli(routes_url, tenant, "get", "--name", "bad")
+    assert got.returncode == 0, got.stderr
+    for raw in ("\x1b", "\x07", "\r", "\u202e"):
+        assert raw not in got.stdout
+    assert "\\x1b]0;pwned\\x07\\x1b[2J\\x0dok\\u202etxt.exe" in got.stdout
+
+    client.create_deployment("web", pyfunc_model)
+    requests.post(f"{deploy_env.moto.url}/moto-api/static/sagemaker/endpoint-results",
+                  json={"results": [{"Body": "<html>\x1b[31mBad Gateway</html>" + "x" * 500}]},
+                  timeout=10).raise_for_status()
+    inputs = tmp_path / "input.json"
+    inputs.write_text(json.dumps({"inputs": [[1.0]]}))
+    predicted = _cli(routes_url, tenant, "predict", "--name", "web", "--input-path",
+                     str(inputs))
+    assert predicted.returncode == 1 and "Traceback" not in predicted.stderr, predicted.stderr
+    assert "Error: deployment 'web' answered with something that is not JSON" in (
+        predicted.stderr)
+    assert "<html>\\x1b[31mBad Gateway</html>xxx" in predicted.stderr
+    assert "\x1b" not in predicted.stderr and "x" * 300 not in predicted.stderr  # truncated
+    client.delete_deployment("web")
+    client.delete_deployment("bad")
     assert deploy_env.leftovers(tenant) == {}

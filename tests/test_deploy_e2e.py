@@ -18,7 +18,7 @@ import pytest
 import requests
 from mlflow.exceptions import MlflowException
 
-from tests.fixtures.sagemaker import MODEL_CODE
+from tests.fixtures.sagemaker import EXECUTION_ROLE_TEMPLATE, MODEL_CODE
 from tests.fixtures.servers import start_mlflow_server, stop_mlflow_server
 
 LOG_MODEL = """
@@ -41,6 +41,7 @@ def deploy_server(sagemaker_moto, tmp_path_factory):
         "MLFLOW_TENANT_AWS_ENDPOINT_URL": sagemaker_moto.url,
         "MLFLOW_TENANT_DEPLOY_POLL_SECONDS": "0.2",
         "MLFLOW_TENANT_DEPLOY_TIMEOUT_SECONDS": "60",
+        "MLFLOW_TENANT_DEPLOY_EXECUTION_ROLE_ARN": EXECUTION_ROLE_TEMPLATE,
     }
     server = start_mlflow_server(tmp_path_factory.mktemp("deploy-server"),
                                  artifacts_destination=f"tenant-s3://{bucket}/root",
@@ -89,8 +90,8 @@ def test_lifecycle_with_the_mlflow_deployments_cli(deploy_server, sagemaker_moto
                "--name", "churn").stdout
     assert "status: InService" in got and f"run_id: {run_id}" in got and "alarms:" in got
     package = next(line for line in got.splitlines() if line.startswith("package: "))
-    assert package.startswith(
-        f"package: s3://{deploy_server.bucket}/root/workspaces/{tenant}/deployments/churn/")
+    assert package.startswith(  # the platform's prefix, which no tenant's artifacts reach
+        f"package: s3://{deploy_server.bucket}/root/platform/deployments/{tenant}/churn/")
     assert "'churn'" in _run(deploy_server, key, "deployments", "list", "-t",
                              "tenant-sagemaker").stdout
 
@@ -119,7 +120,7 @@ def test_lifecycle_with_the_mlflow_deployments_cli(deploy_server, sagemaker_moto
                if u.resource != "storage_bytes")
     s3 = sagemaker_moto.client("s3")
     left = s3.list_objects_v2(Bucket=deploy_server.bucket,
-                              Prefix=f"root/workspaces/{tenant}/deployments/").get("Contents")
+                              Prefix=f"root/platform/deployments/{tenant}/").get("Contents")
     assert not left
 
 
@@ -166,3 +167,105 @@ def test_another_tenant_cannot_see_or_touch_the_deployment(deploy_server, monkey
     assert client.get_deployment("secret")["status"] == "InService"
     client.delete_deployment("secret")
     assert os.environ["MLFLOW_TRACKING_TOKEN"] == owner_key
+
+
+def _log_model(server, key: str, name: str, tmp_path) -> None:
+    code = tmp_path / "doubler.py"
+    code.write_text(MODEL_CODE)
+    script = tmp_path / "log_model.py"
+    script.write_text(LOG_MODEL)
+    logged = subprocess.run([sys.executable, str(script), str(code), name], text=True,
+                            env=server.client_env(key), capture_output=True, timeout=240)
+    assert logged.returncode == 0, logged.stderr
+
+
+def test_a_model_uri_with_dot_segments_is_a_400_not_a_500(deploy_server):
+    tenant, key = _tenant(deploy_server)
+    session = deploy_server.session(key, tenant)
+    for uri in ("models:/m-0123456789abcdef/../../x", "models:/churn/1/../../../x",
+                "runs:/0123456789abcdef/../../../../x", "models:///churn/1",
+                "models:/churn/1/%2e%2e/x", "models:/churn/\x1b[2J/1"):
+        response = session.post(f"{deploy_server.url}/api/2.0/tenants/deployments/create",
+                                json={"name": "dots", "model_uri": uri}, timeout=60)
+        assert response.status_code == 400, (uri, response.status_code, response.text)
+        body = response.json()
+        assert body["error_code"] == "INVALID_PARAMETER_VALUE", body
+        assert "model URI" in body["message"], body
+
+
+def test_a_tenant_admin_forging_deployment_records_through_the_artifact_proxy_changes_nothing(
+    deploy_server, sagemaker_moto, monkeypatch, tmp_path
+):
+    """Issue 13 finding 2, replayed: records used to be status.json files in the tenant's
+    artifact prefix. A tenant admin writes forged ones there (a big reservation to give back,
+    an operation 'in flight' until the year 2100) and tries the platform's package prefix;
+    the ledger, list, get, delete and the reconcile are unmoved."""
+    import boto3
+    from mlflow.deployments import get_deploy_client
+
+    from mlflow_tenant_plugins.config import Settings
+    from mlflow_tenant_plugins.deployments.aws import AwsClients
+    from mlflow_tenant_plugins.deployments.reconcile import reconcile
+    from mlflow_tenant_plugins.deployments.service import DeploymentService
+    from mlflow_tenant_plugins.tenancy import Quotas
+
+    tenant = f"f{os.urandom(4).hex()}"
+    registry = deploy_server.registry
+    registry.create_tenant(tenant, quotas=Quotas(endpoints=2, instances=2))
+    _info, key = registry.create_key(tenant, "admin")
+    _log_model(deploy_server, key, "churn", tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", deploy_server.url)
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", key)
+    client = get_deploy_client("tenant-sagemaker")
+    client.create_deployment("churn", "models:/churn/1")
+
+    def used() -> dict[str, int]:
+        return {r: registry.ledger.get(tenant, r).used for r in ("endpoints", "instances")}
+
+    assert used() == {"endpoints": 1, "instances": 1}
+    session = deploy_server.session(key, tenant)
+    artifacts = f"{deploy_server.url}/api/2.0/mlflow-artifacts/artifacts"
+    forged = {
+        "ghost": {"name": "ghost", "tenant": tenant, "operation": "create", "status": "Failed",
+                  "failure_reason": "\x1b]0;pwned\x07", "reserved": {"endpoints": 5,
+                                                                   "instances": 9}},
+        "churn": {"name": "churn", "tenant": tenant, "operation": "update",
+                  "status": "Updating", "updated_at": 4102444800.0,
+                  "reserved": {"endpoints": 1, "instances": 1}},
+    }
+    for name, record in forged.items():
+        put = session.put(f"{artifacts}/deployments/{name}/status.json",
+                          data=json.dumps(record), timeout=60)
+        assert put.status_code == 200, put.text  # the tenant may write its own prefix...
+    # ...but not the platform's packages, by any spelling of the path.
+    s3 = sagemaker_moto.client("s3")
+    package_prefix = f"root/platform/deployments/{tenant}/"
+    before = [o["Key"] for o in s3.list_objects_v2(Bucket=deploy_server.bucket,
+                                                   Prefix=package_prefix).get("Contents", [])]
+    assert before, "the deployment's package is under the platform's prefix"
+    for path in (f"../../platform/deployments/{tenant}/churn/x/model.tar.gz",
+                 f"workspaces/{tenant}/../../platform/deployments/{tenant}/churn/model.tar.gz",
+                 "%2e%2e/%2e%2e/platform/deployments/x"):
+        put = session.put(f"{artifacts}/{path}", data=b"evil", timeout=60)
+        assert put.status_code in (400, 403, 404), (path, put.status_code)
+    after = [o["Key"] for o in s3.list_objects_v2(Bucket=deploy_server.bucket,
+                                                  Prefix=package_prefix).get("Contents", [])]
+    assert after == before
+
+    assert [d["name"] for d in client.list_deployments()] == ["churn"]
+    assert client.get_deployment("churn")["status"] == "InService"
+    for call in (lambda: client.get_deployment("ghost"), lambda: client.delete_deployment("ghost")):
+        with pytest.raises(MlflowException) as exc:
+            call()
+        assert exc.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+    assert used() == {"endpoints": 1, "instances": 1}
+
+    settings = Settings(database_uri=deploy_server.db_uri, aws_endpoint_url=sagemaker_moto.url)
+    session_aws = boto3.session.Session(aws_access_key_id="testing",
+                                        aws_secret_access_key="testing", region_name="us-east-1")
+    service = DeploymentService(registry, settings, aws=AwsClients(settings, session=session_aws))
+    [report] = reconcile(service, [tenant])
+    assert report.status == "ok" and report.sagemaker == {"endpoints": 1, "instances": 1}
+
+    client.delete_deployment("churn")
+    assert used() == {"endpoints": 0, "instances": 0}

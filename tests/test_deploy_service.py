@@ -49,11 +49,14 @@ def test_create_makes_model_config_endpoint_alarms_and_scaling_with_tenant_tags(
     model = sm.describe_model(ModelName=model_name)
     assert model_name.startswith(names.endpoint) and len(model_name) <= 63
     package = model["PrimaryContainer"]["ModelDataUrl"]
-    assert package.startswith(f"s3://{deploy_env.bucket}/root/workspaces/{tenant}/deployments/")
+    assert package.startswith(f"s3://{deploy_env.bucket}/platform/deployments/{tenant}/")
+    assert model["ExecutionRoleArn"].endswith(f":role/mlflow-sagemaker-{tenant}")
+    assert model.get("EnableNetworkIsolation") in (False, None)
     tags = {t["Key"]: t["Value"] for t in sm.list_tags(ResourceArn=model["ModelArn"])["Tags"]}
     assert tags["mlt:tenant"] == tenant and tags["mlt:deployment"] == "churn"
     usage = {u.resource: u.used for u in deploy_env.registry.ledger.for_tenant(tenant)}
-    assert usage["endpoints"] == 1 and usage["instances"] == 3 and usage["storage_bytes"] > 0
+    # The package is the platform's copy, outside the tenant's prefix: not storage quota.
+    assert usage["endpoints"] == 1 and usage["instances"] == 3 and usage["storage_bytes"] == 0
 
 
 def test_endpoint_names_are_namespaced_collision_safe_and_within_63_characters():

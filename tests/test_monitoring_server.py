@@ -236,8 +236,8 @@ def _simulated_deployment(mon: Monitored, tenant: str) -> None:
 
     names = Names(tenant, "churn")
     sm = mon.moto.client("sagemaker")
-    sm.create_model(ModelName=names.model("d1"), ExecutionRoleArn=Settings().
-                    deploy_execution_role_arn, PrimaryContainer={"Image": "mlflow-pyfunc"})
+    sm.create_model(ModelName=names.model("d1"), ExecutionRoleArn="arn:aws:iam::123456789012:"
+                    f"role/mlflow-sagemaker-{tenant}", PrimaryContainer={"Image": "mlflow-pyfunc"})
     sm.create_endpoint_config(EndpointConfigName=names.config("d1"), ProductionVariants=[{
         "VariantName": VARIANT, "ModelName": names.model("d1"), "InitialInstanceCount": 1,
         "InstanceType": "ml.m5.large"}])

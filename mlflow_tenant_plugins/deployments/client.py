@@ -20,10 +20,12 @@ import time
 import urllib.parse
 from typing import Any
 
+import click
 from mlflow.deployments import BaseDeploymentClient, PredictionsResponse
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
+from mlflow_tenant_plugins.deployments.model_uri import check_model_uri
 from mlflow_tenant_plugins.deployments.options import (
     CLIENT,
     CLIENT_ONLY,
@@ -33,14 +35,57 @@ from mlflow_tenant_plugins.deployments.options import (
     parse_config,
     validate_deployment_name,
 )
+from mlflow_tenant_plugins.tenancy.text import printable
 
 PREFIX = "/api/2.0/tenants/deployments"
 DEFAULT_TIMEOUT = 1800
 PAYLOAD_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 
 
+PREVIEW_CHARS = 200
+
+
+class DeploymentClientError(MlflowException, click.ClickException):
+    """An error the ``mlflow deployments`` CLI shows as one clean ``Error: …`` line (click
+    prints a ClickException instead of a traceback); code calling the client catches it as
+    the MlflowException it also is."""
+
+    def __init__(self, message: str, error_code: int = INVALID_PARAMETER_VALUE):
+        MlflowException.__init__(self, message, error_code)
+
+
 def _echo(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    print(printable(message), file=sys.stderr, flush=True)
+
+
+def clean(value: Any) -> Any:
+    """``value`` with every string in it (keys too) made safe to print: text in a deployment
+    (a failure reason, tags, a model URI) comes from tenants and SageMaker, and reaches a
+    terminal through ``mlflow deployments get/list``. Control and format characters (ESC, CR,
+    BEL, OSC sequences, bidi overrides) are escaped as ``\\xNN``/``\\uNNNN``."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {clean(k): clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean(v) for v in value]
+    return value
+
+
+def parse_predictions(name: str, text: str) -> PredictionsResponse:
+    """The endpoint's answer as MLflow predictions, or a clean error that shows what came
+    back (truncated, escaped) and what to check."""
+    try:
+        return PredictionsResponse.from_json(text)
+    except (MlflowException, ValueError, TypeError):
+        pass
+    preview = printable(text[:PREVIEW_CHARS]) + ("…" if len(text) > PREVIEW_CHARS else "")
+    raise DeploymentClientError(
+        f"deployment '{name}' answered with something that is not JSON ({len(text)} "
+        f"characters): '{preview}'. Check that the endpoint runs MLflow's serving image "
+        f"(`mlflow deployments get -t tenant-sagemaker --name {name}`), that the model's "
+        "predict returns JSON-serialisable output, and its logs in CloudWatch "
+        "(/aws/sagemaker/Endpoints/<endpoint_name>).")
 
 
 def predict_body(inputs: Any, params: dict[str, Any] | None = None) -> str:
@@ -151,8 +196,8 @@ class TenantSageMakerDeploymentClient(BaseDeploymentClient):
             failure = info.get("last_failure") if operation == "update" else None
             if status == "Failed" or failure:
                 reason = (failure or info).get("failure_reason") or "no reason given"
-                raise MlflowException(f"{operation} of deployment '{name}' failed and was "
-                                      f"rolled back: {reason}")
+                raise DeploymentClientError(f"{operation} of deployment '{name}' failed and "
+                                            f"was rolled back: {printable(str(reason))}")
             if status == "InService":
                 return info
             if elapsed >= timeout:
@@ -167,6 +212,8 @@ class TenantSageMakerDeploymentClient(BaseDeploymentClient):
     def _write(self, command: str, name: str, model_uri: str | None, flavor: str | None,
                config: dict | None) -> dict:
         validate_deployment_name(name)
+        if model_uri or command == CREATE:  # the form of models:/ and runs:/ URIs, early;
+            check_model_uri(model_uri, allow_any_scheme=True)  # the server decides the rest
         cfg = parse_config(config, command)
         sync = cfg.get("synchronous", True)
         timeout = cfg.get("timeout_seconds", DEFAULT_TIMEOUT)
@@ -183,7 +230,7 @@ class TenantSageMakerDeploymentClient(BaseDeploymentClient):
             if sync:
                 out = self._wait(name, tenant, command, timeout)
         out.setdefault("flavor", flavor or "python_function")
-        return out
+        return clean(out)
 
     def create_deployment(self, name, model_uri, flavor=None, config=None, endpoint=None):
         return self._write(CREATE, name, model_uri, flavor, config)
@@ -207,13 +254,13 @@ class TenantSageMakerDeploymentClient(BaseDeploymentClient):
 
     def get_deployment(self, name, endpoint=None):
         validate_deployment_name(name)
-        return self._get(name, self._tenant(parse_config({}, CLIENT)))
+        return clean(self._get(name, self._tenant(parse_config({}, CLIENT))))
 
     def list_deployments(self, endpoint=None):
         tenant = self._tenant({})
         if self.direct:
-            return self._svc().list(self._direct_tenant({}))
-        return self._call("GET", "/list", tenant)["deployments"]
+            return clean(self._svc().list(self._direct_tenant({})))
+        return clean(self._call("GET", "/list", tenant)["deployments"])
 
     def predict(self, deployment_name=None, inputs=None, endpoint=None,
                 params: dict[str, Any] | None = None):
@@ -221,11 +268,11 @@ class TenantSageMakerDeploymentClient(BaseDeploymentClient):
         body = predict_body(inputs, params)
         if self.direct:
             raw, _ctype = self._svc().predict(self._direct_tenant({}), name, body.encode())
-            text = raw.decode("utf-8")
+            text = raw.decode("utf-8", errors="replace")
         else:
             text = self._call("POST", "/predict", self._tenant({}),
                               {"name": name, "body": body})["body"]
-        return PredictionsResponse.from_json(text)
+        return parse_predictions(name, text)
 
     def explain(self, deployment_name=None, df=None, endpoint=None):
         raise MlflowException(

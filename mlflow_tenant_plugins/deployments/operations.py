@@ -22,6 +22,7 @@ from mlflow_tenant_plugins.deployments import alarms, scaling
 from mlflow_tenant_plugins.deployments import names as n
 from mlflow_tenant_plugins.deployments.aws import describe, is_not_found
 from mlflow_tenant_plugins.deployments.model_source import ModelRef
+from mlflow_tenant_plugins.deployments.roles import execution_role_arn
 from mlflow_tenant_plugins.deployments.storage import PackageLocation, make_tarball
 
 if TYPE_CHECKING:
@@ -88,6 +89,7 @@ class Plan:
         """Instances this call holds in the ledger while it runs."""
         return self.reserved_instances + self.surge_instances
     strategy: str = "replace"
+    network_isolation: bool = False
     deployment_config: dict | None = None
     exclude_retained: list[str] = field(default_factory=list)
     current: dict[str, Any] = field(default_factory=dict)
@@ -105,17 +107,14 @@ class Operations:
 
     # -- shared steps ----------------------------------------------------------------------
     def _package(self, plan: Plan, undo: Undo) -> tuple[PackageLocation, int]:
-        """Download the model, tar it, reserve its size, upload it to the tenant's prefix."""
+        """Download the model, tar it, upload it under the platform's package root (outside
+        every tenant's artifact prefix, see :mod:`.storage`)."""
         assert plan.model is not None
-        ledger = self.svc.registry.ledger
         with tempfile.TemporaryDirectory(prefix="mlt-package-") as tmp:
             model_dir = self.svc.resolver.download(plan.model, os.path.join(tmp, "model"),
                                                    plan.tenant)
             tarball = os.path.join(tmp, "model.tar.gz")
             size = make_tarball(model_dir, tarball)
-            ledger.reserve(plan.tenant, "storage_bytes", size)
-            undo.push("release package storage",
-                      lambda: ledger.release(plan.tenant, "storage_bytes", size))
             loc = self.svc.storage.package_location(plan.tenant, plan.names.deployment,
                                                     plan.deploy_id)
             undo.push("delete package", lambda: self.svc.storage.delete_object(loc))
@@ -151,7 +150,8 @@ class Operations:
             ModelName=model_name,
             PrimaryContainer={"Image": self.svc.image_uri(), "ModelDataUrl": package_uri,
                               "Environment": env},
-            ExecutionRoleArn=self.svc.settings.deploy_execution_role_arn,
+            ExecutionRoleArn=execution_role_arn(self.svc.settings, plan.tenant),
+            EnableNetworkIsolation=plan.network_isolation,
             Tags=tags,
         )
         undo.push(f"delete endpoint config {config_name}",
@@ -326,9 +326,6 @@ class Operations:
                      lambda: sm.delete_endpoint_config(EndpointConfigName=cur["config_name"]))
         if plan.model is not None and cur["package"]:
             old = PackageLocation.from_uri(cur["package"])
-            cleanup.push("release old package",
-                         lambda: ledger.release(plan.tenant, "storage_bytes",
-                                                cur["package_bytes"]))
             cleanup.push("delete old package", lambda: self.svc.storage.delete_object(old))
         cleanup.run()
         self.svc.storage.delete_record(plan.tenant, plan.names.deployment)

@@ -176,6 +176,9 @@ OPTIONS: dict[str, Option] = {
         Option("alarm_evaluation_periods", _number(int, 1, 100), _DEPLOY,
                "periods over which an alarm condition must hold"),
         Option("env", _env, _DEPLOY, 'extra container environment, JSON: {"NAME": "value"}'),
+        Option("network_isolation", _bool, _DEPLOY,
+               "run the model without network access (SageMaker EnableNetworkIsolation; "
+               "default false, or as the platform requires)"),
         Option("tags", _tags, _DEPLOY, 'extra tags, JSON: {"team": "risk"}'),
         Option("strategy", _choice(STRATEGIES), (UPDATE,),
                "replace (default) or blue-green (rolls back on this endpoint's alarms)"),

@@ -4,8 +4,9 @@ Server-side (the platform's routes, or an admin's direct mode). The tenant is al
 explicitly; nothing here reads a request. The synchronous half of create/update validates,
 resolves the model, claims the name and reserves quota — so every refusal (400, 404, 409, 429)
 comes back at once with nothing made — and the rest runs in a background thread
-(:mod:`.operations`). State lives in SageMaker and its tags, plus a status record in S3 while
-an operation runs or after one failed, so any worker can answer ``get``.
+(:mod:`.operations`). State lives in SageMaker and its tags, plus an operation record in the
+registry's own table while an operation runs or after one failed, so any worker can answer
+``get`` (never in a place a tenant can write: see :mod:`.storage`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from mlflow_tenant_plugins.deployments import alarms, scaling
 from mlflow_tenant_plugins.deployments import names as n
 from mlflow_tenant_plugins.deployments.aws import AwsClients, is_not_found
 from mlflow_tenant_plugins.deployments.model_source import ModelRef, ModelResolver, _workspace
+from mlflow_tenant_plugins.deployments.model_uri import check_model_uri
 from mlflow_tenant_plugins.deployments.operations import Operations, Plan, Undo
 from mlflow_tenant_plugins.deployments.options import (
     CLIENT_ONLY,
@@ -37,11 +39,10 @@ from mlflow_tenant_plugins.deployments.options import (
     validate_deployment_name,
 )
 from mlflow_tenant_plugins.deployments.queries import DeploymentQueries, not_found
-from mlflow_tenant_plugins.deployments.storage import (
-    DeploymentStorage,
-    PackageLocation,
-)
+from mlflow_tenant_plugins.deployments.roles import execution_role_arn, network_isolation
+from mlflow_tenant_plugins.deployments.storage import DeploymentStorage, package_root
 from mlflow_tenant_plugins.tenancy import TenantRegistry
+from mlflow_tenant_plugins.tenancy.deployment_records import DeploymentRecords
 from mlflow_tenant_plugins.tenancy.entities import Tenant
 from mlflow_tenant_plugins.tenancy.errors import QuotaExceeded
 
@@ -56,7 +57,8 @@ class DeploymentService(DeploymentQueries):
         self.registry = registry
         self.settings = settings
         self.aws = aws or AwsClients(settings)
-        self.storage = DeploymentStorage(self.aws.s3, settings)
+        self.storage = DeploymentStorage(self.aws.s3, settings,
+                                         DeploymentRecords(registry.engine))
         self.resolver = resolver or ModelResolver()
         self.page_size = page_size
         self.ops = Operations(self)
@@ -129,6 +131,14 @@ class DeploymentService(DeploymentQueries):
         for check in self.checks:
             check(tenant, model)
 
+    def _check_platform(self, tenant: str, isolation: bool | None,
+                        current: bool = False) -> bool:
+        """The platform settings a deploy needs, checked before anything is claimed or made
+        (400 naming the setting); returns whether the model runs network-isolated."""
+        execution_role_arn(self.settings, tenant)
+        package_root(self.settings, tenant)
+        return network_isolation(self.settings, isolation, current)
+
     def _stale_after(self) -> float:
         return self.settings.deploy_timeout_seconds + 900
 
@@ -162,6 +172,7 @@ class DeploymentService(DeploymentQueries):
     def create(self, tenant_name: str, name: str, model_uri: str, flavor: str | None = None,
                config: dict[str, Any] | None = None, *, background: bool = True) -> dict:
         validate_deployment_name(name)
+        check_model_uri(model_uri, self.resolver.allow_any_uri)
         cfg = self._server_config(config, CREATE)
         tenant = self._tenant(tenant_name)
         names = n.Names(tenant.name, name)
@@ -171,6 +182,7 @@ class DeploymentService(DeploymentQueries):
         hi = cfg.get("max_instances", max(lo, count))
         self._check_instances(tenant, instance_type, count, lo, hi)
         thresholds = alarms.resolve_thresholds(self.settings, tenant.name, cfg)
+        isolated = self._check_platform(tenant.name, cfg.get("network_isolation"))
         model = self.resolver.resolve(model_uri, tenant.name, flavor)
         self._gate(tenant, model)
         if self._owned_endpoint(names) is not None:
@@ -186,6 +198,7 @@ class DeploymentService(DeploymentQueries):
             scale_out_cooldown=cfg.get("scale_out_cooldown_seconds", 60),
             thresholds=thresholds, env=cfg.get("env", {}), tags=cfg.get("tags", {}),
             topic_arn=tenant.alarm_topic_arn, reserved_instances=hi,
+            network_isolation=isolated,
         )
         record = self._record(plan, "create", "Creating")
         self.storage.claim(tenant.name, name, record, "create", self._stale_after())
@@ -245,6 +258,10 @@ class DeploymentService(DeploymentQueries):
         self._check_instances(tenant, instance_type, count, lo, hi)
         thresholds = alarms.resolve_thresholds(self.settings, tenant.name, cfg,
                                                previous=current["thresholds"])
+        isolated = self._check_platform(tenant.name, cfg.get("network_isolation"),
+                                        current["network_isolation"])
+        if model_uri:
+            check_model_uri(model_uri, self.resolver.allow_any_uri)
         model = self.resolver.resolve(model_uri, tenant.name, flavor) if model_uri else None
         if model is not None:
             self._gate(tenant, model)
@@ -264,6 +281,7 @@ class DeploymentService(DeploymentQueries):
             tags=cfg.get("tags", current["user_tags"]), topic_arn=tenant.alarm_topic_arn,
             reserved_instances=max(0, hi - current["reserved_instances"]),
             surge_instances=count, strategy=strategy, current=current,
+            network_isolation=isolated,
             exclude_retained=["DesiredInstanceCount"] if "instance_count" in cfg else [],
         )
         if strategy == "blue-green":
@@ -314,6 +332,7 @@ class DeploymentService(DeploymentQueries):
         variant = config["ProductionVariants"][0]
         model = sm.describe_model(ModelName=variant["ModelName"])
         env = dict(model.get("PrimaryContainer", {}).get("Environment", {}))
+        isolated = bool(model.get("EnableNetworkIsolation", False))
         for key in ("MLFLOW_DEPLOYMENT_FLAVOR_NAME", "SERVING_ENVIRONMENT"):
             env.pop(key, None)
         thresholds: dict[str, Any] = {}
@@ -332,7 +351,7 @@ class DeploymentService(DeploymentQueries):
             "instance_type": variant["InstanceType"],
             "instance_count": live.get("CurrentInstanceCount",
                                        variant.get("InitialInstanceCount", 1)),
-            "env": env, "thresholds": thresholds,
+            "env": env, "thresholds": thresholds, "network_isolation": isolated,
             "scaling": scaling.describe(self.aws.autoscaling, names),
             "package": tags.get(n.TAG_PACKAGE, ""),
             "package_bytes": int(tags.get(n.TAG_PACKAGE_BYTES, "0") or 0),
@@ -363,10 +382,6 @@ class DeploymentService(DeploymentQueries):
             reserved = {"endpoints": 1,
                         "instances": int(found[1].get(n.TAG_RESERVED_INSTANCES, "0") or 0)}
 
-        def remove_package(loc: PackageLocation, size: int) -> None:
-            self.storage.delete_object(loc)
-            ledger.release(tenant.name, "storage_bytes", size)
-
         def remove_endpoint() -> None:
             if found is not None:
                 try:
@@ -378,9 +393,9 @@ class DeploymentService(DeploymentQueries):
                 ledger.release(tenant.name, resource, int(reserved.get(resource) or 0))
 
         steps = Undo()  # a best-effort list of removals, run newest first
-        for loc, size in packages:
+        for loc, _size in packages:
             steps.push(f"delete package {loc.uri}",
-                       lambda loc=loc, size=size: remove_package(loc, size))
+                       lambda loc=loc: self.storage.delete_object(loc))
         for kind, field, paginator, key, deleter in (
             ("model", "ModelName", "list_models", "Models",
              lambda x: sm.delete_model(ModelName=x)),

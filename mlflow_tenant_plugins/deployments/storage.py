@@ -1,62 +1,109 @@
-"""What deployments keep in S3, inside the tenant's artifact prefix: model packages, and one
-small status record per deployment while an operation runs or after one failed.
+"""Where deployments keep their state: model packages in S3, operation records in the registry.
 
-The record is how every worker answers ``get`` for a deploy that has no endpoint yet, how a
-failure reason outlives the rollback that removed everything else, and how a name is claimed
-atomically (a conditional PUT: ``If-None-Match: *``, or ``If-Match`` to take over a failed or
-abandoned record). A successful operation deletes it: then SageMaker and its tags are the state.
+Neither lives where a tenant can write. Packages (``model.tar.gz``, what SageMaker loads) go
+under ``deploy_package_root``, by default ``<ROOT>/platform/deployments/<tenant>/`` of a
+``tenant-s3://BUCKET/ROOT`` artifact destination: a tenant-s3 repository addresses only
+``<ROOT>/workspaces/<tenant>/`` (its path fence, and the IAM policies of the tenants' artifact
+credentials), so MLflow's artifact proxy can never read or write there, and the per-tenant
+SageMaker execution role reads only its own tenant's ``.../<tenant>/`` (``deploy/iam/``). A
+root inside an artifact prefix (any ``workspaces`` segment, or anywhere under a plain
+``s3://`` destination, whose ``default`` workspace reaches the whole root) is refused, and the
+root must separate tenants (``{tenant}``). Packages are copies of models the tenant already
+stores, bounded by its endpoint quota (one per deployment, two during an update): they are not
+charged to its storage quota, which counts what its artifact prefix holds.
+
+Records (:mod:`mlflow_tenant_plugins.tenancy.deployment_records`) say what runs, what it holds
+in the ledger, and why it failed; they are how a name is claimed atomically across workers.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import posixpath
 import tarfile
 import time
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import ClientError
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_STATE, RESOURCE_ALREADY_EXISTS
 
 from mlflow_tenant_plugins.config import Settings
 from mlflow_tenant_plugins.deployments.names import TAG_DEPLOYMENT, TAG_TENANT
+from mlflow_tenant_plugins.deployments.roles import platform_config_error
+from mlflow_tenant_plugins.tenancy.deployment_records import (
+    DeploymentRecords,
+    RecordConflict,
+    clamp_timestamp,
+)
 
 # Set by `mlflow server` for its workers (mlflow.server.ARTIFACTS_DESTINATION_ENV_VAR).
 _SERVER_ARTIFACTS_DESTINATION_ENV = "_MLFLOW_SERVER_ARTIFACT_DESTINATION"
 IN_FLIGHT = ("Creating", "Updating", "Deleting")
-RECORD_FILE = "status.json"
+PACKAGE_DIR = "platform/deployments"  # under the artifact destination's ROOT
+_WORKSPACES = "workspaces"  # MLflow's segment for per-workspace artifact roots
 
 
-def in_flight(record: dict, stale_after: float) -> bool:
+def in_flight(record: dict, stale_after: float, now: float | None = None) -> bool:
     """An operation still running: in-flight status, and its record moved within
-    ``stale_after`` seconds (older ones belong to a worker that died)."""
+    ``stale_after`` seconds (older ones belong to a worker that died). The record's time is
+    clamped to now (a time in the future never makes a record fresh for ever)."""
+    now = time.time() if now is None else now
     return record.get("status") in IN_FLIGHT and (
-        time.time() - float(record.get("updated_at", 0)) < stale_after)
+        now - clamp_timestamp(record.get("updated_at", 0), now) < stale_after)
+
+
+def _destination() -> tuple[str, str, str] | None:
+    """(scheme, bucket, root) of the server's ``--artifacts-destination`` when it is S3."""
+    dest = os.environ.get(_SERVER_ARTIFACTS_DESTINATION_ENV, "")
+    parsed = urllib.parse.urlparse(dest)
+    if parsed.scheme not in ("s3", "tenant-s3") or not parsed.netloc:
+        return None
+    return parsed.scheme, parsed.netloc, parsed.path.strip("/")
+
+
+def _reachable_by_artifacts(bucket: str, key: str) -> str | None:
+    """Why the artifact proxy (or a tenant's artifact credentials) could address ``key``."""
+    segments = key.split("/")
+    if _WORKSPACES in segments:
+        return "it lies in a tenant's artifact prefix (a 'workspaces' segment)"
+    dest = _destination()
+    if dest is not None and dest[1] == bucket:
+        scheme, _bucket, root = dest
+        inside_root = not root or key == root or key.startswith(root + "/")
+        if scheme == "s3" and inside_root:
+            return (f"it lies under the s3:// artifact destination's root {root!r}, which "
+                    "MLflow's default workspace addresses")
+    return None
 
 
 def package_root(settings: Settings, tenant: str) -> tuple[str, str]:
-    """(bucket, key prefix) under which the tenant's deployment objects live."""
+    """(bucket, key prefix) under which the tenant's model packages live."""
     template = settings.deploy_package_root
     if not template:
-        dest = os.environ.get(_SERVER_ARTIFACTS_DESTINATION_ENV, "")
-        scheme, _, rest = dest.partition("://")
-        if scheme not in ("s3", "tenant-s3") or not rest:
-            raise MlflowException(
-                "deployments need an S3 location for model packages: set deploy_package_root "
-                "(e.g. s3://bucket/prefix/workspaces/{tenant}/deployments) or run the server "
-                "with an s3:// or tenant-s3:// --artifacts-destination",
-                INVALID_STATE,
-            )
-        template = f"s3://{rest.rstrip('/')}/workspaces/{{tenant}}/deployments"
-    uri = template.replace("{tenant}", tenant)
-    parsed = urllib.parse.urlparse(uri)
-    if parsed.scheme != "s3" or not parsed.netloc:
-        raise MlflowException(f"deploy_package_root must be an s3:// URI, got {template!r}",
-                              INVALID_STATE)
-    return parsed.netloc, parsed.path.strip("/")
+        dest = _destination()
+        if dest is None or dest[0] != "tenant-s3":
+            raise platform_config_error(
+                "set deploy_package_root (e.g. s3://bucket/platform/deployments/{tenant}, "
+                "outside every tenant's artifact prefix), or run the server with a "
+                "tenant-s3:// --artifacts-destination")
+        _scheme, bucket, root = dest
+        template = f"s3://{bucket}/{posixpath.join(root, PACKAGE_DIR)}/{{tenant}}"
+    if "{tenant}" not in template:
+        raise platform_config_error(
+            f"deploy_package_root {template!r} must contain {{tenant}}: each tenant's "
+            "execution role reads only its own packages")
+    parsed = urllib.parse.urlparse(template.replace("{tenant}", tenant))
+    key = parsed.path.strip("/")
+    if parsed.scheme != "s3" or not parsed.netloc or not key:
+        raise platform_config_error(
+            f"deploy_package_root must be an s3://BUCKET/PREFIX URI, got {template!r}")
+    why = _reachable_by_artifacts(parsed.netloc, key)
+    if why:
+        raise platform_config_error(
+            f"deploy_package_root {template!r} is writable by tenants: {why}")
+    return parsed.netloc, key
 
 
 def make_tarball(model_dir: str, out_path: str) -> int:
@@ -84,14 +131,15 @@ class PackageLocation:
 
 
 class DeploymentStorage:
-    def __init__(self, s3: Any, settings: Settings):
+    def __init__(self, s3: Any, settings: Settings, records: DeploymentRecords):
         self.s3 = s3
         self.settings = settings
+        self.table = records
 
     # -- packages --------------------------------------------------------------------------
     def package_location(self, tenant: str, name: str, deploy_id: str) -> PackageLocation:
         bucket, prefix = package_root(self.settings, tenant)
-        return PackageLocation(bucket, f"{prefix}/{name}/{deploy_id}/model.tar.gz".lstrip("/"))
+        return PackageLocation(bucket, f"{prefix}/{name}/{deploy_id}/model.tar.gz")
 
     def upload_package(self, path: str, loc: PackageLocation, tenant: str, name: str) -> None:
         tagging = urllib.parse.urlencode({TAG_TENANT: tenant, TAG_DEPLOYMENT: name})
@@ -105,88 +153,52 @@ class DeploymentStorage:
         bucket, prefix = package_root(self.settings, tenant)
         found = []
         for page in self.s3.get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=f"{prefix}/{name}/".lstrip("/")
+            Bucket=bucket, Prefix=f"{prefix}/{name}/"
         ):
             for obj in page.get("Contents", []):
                 if obj["Key"].endswith("/model.tar.gz"):
                     found.append((PackageLocation(bucket, obj["Key"]), int(obj["Size"])))
         return found
 
-    # -- status records --------------------------------------------------------------------
-    def _record_location(self, tenant: str, name: str) -> PackageLocation:
-        bucket, prefix = package_root(self.settings, tenant)
-        return PackageLocation(bucket, f"{prefix}/{name}/{RECORD_FILE}".lstrip("/"))
+    # -- operation records (the registry's table) ---------------------------------------------
+    def get_record(self, tenant: str, name: str) -> tuple[dict, int] | None:
+        """(record, version) or None."""
+        return self.table.get(tenant, name)
 
-    def get_record(self, tenant: str, name: str) -> tuple[dict, str] | None:
-        loc = self._record_location(tenant, name)
-        try:
-            obj = self.s3.get_object(Bucket=loc.bucket, Key=loc.key)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
-                return None
-            raise
-        return json.loads(obj["Body"].read()), obj["ETag"]
-
-    def put_record(self, tenant: str, name: str, record: dict,
-                   if_match: str | None = None, if_none_match: bool = False) -> str:
-        loc = self._record_location(tenant, name)
-        record = {**record, "updated_at": time.time()}
-        kwargs: dict[str, Any] = {}
-        if if_match:
-            kwargs["IfMatch"] = if_match
-        if if_none_match:
-            kwargs["IfNoneMatch"] = "*"
-        response = self.s3.put_object(
-            Bucket=loc.bucket, Key=loc.key, Body=json.dumps(record).encode(),
-            ContentType="application/json", **kwargs,
-        )
-        return response["ETag"]
+    def put_record(self, tenant: str, name: str, record: dict) -> int:
+        return self.table.put(tenant, name, record)
 
     def claim(self, tenant: str, name: str, record: dict, operation: str,
-              stale_after: float) -> str:
+              stale_after: float) -> int:
         """Take the deployment's name for one operation, atomically across workers.
 
         Refused while another operation on it is in flight (unless that one's record has not
-        moved for ``stale_after`` seconds: its worker died). Returns the record's ETag.
+        moved for ``stale_after`` seconds: its worker died). Returns the record's version.
         """
         for _ in range(3):
             current = self.get_record(tenant, name)
             try:
                 if current is None:
-                    return self.put_record(tenant, name, record, if_none_match=True)
-                existing, etag = current
+                    return self.table.put(tenant, name, record, if_absent=True)
+                existing, version = current
                 if in_flight(existing, stale_after):
                     raise MlflowException(
                         f"deployment '{name}' is busy: {existing.get('operation')} in progress "
                         f"(status {existing.get('status')}); try again when it is done",
                         RESOURCE_ALREADY_EXISTS if operation == "create" else INVALID_STATE,
                     )
-                return self.put_record(tenant, name, {**record, "previous": existing},
-                                       if_match=etag)
-            except ClientError as exc:
-                if exc.response["Error"]["Code"] not in ("PreconditionFailed", "412",
-                                                         "ConditionalRequestConflict"):
-                    raise
+                previous = {k: v for k, v in existing.items() if k != "previous"}
+                return self.table.put(tenant, name, {**record, "previous": previous},
+                                      if_version=version)
+            except RecordConflict:
+                continue
         raise MlflowException(
             f"deployment '{name}' is being changed by another request; try again",
             RESOURCE_ALREADY_EXISTS if operation == "create" else INVALID_STATE,
         )
 
     def delete_record(self, tenant: str, name: str) -> None:
-        loc = self._record_location(tenant, name)
-        self.s3.delete_object(Bucket=loc.bucket, Key=loc.key)
+        self.table.delete(tenant, name)
 
     def records(self, tenant: str) -> list[dict]:
-        bucket, prefix = package_root(self.settings, tenant)
-        out = []
-        for page in self.s3.get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=f"{prefix}/".lstrip("/")
-        ):
-            for obj in page.get("Contents", []):
-                rest = obj["Key"][len(prefix) + 1 :] if prefix else obj["Key"]
-                parts = rest.split("/")
-                if len(parts) == 2 and parts[1] == RECORD_FILE:
-                    found = self.get_record(tenant, parts[0])
-                    if found:
-                        out.append(found[0])
-        return out
+        return self.table.list(tenant)
