@@ -239,6 +239,13 @@ def _cli(routes_url: str, tenant: str, *args: str) -> subprocess.CompletedProces
                           timeout=120)
 
 
+def _cli_in_process(*args: str):
+    from click.testing import CliRunner
+    from mlflow.deployments.cli import commands
+
+    return CliRunner().invoke(commands, [*args, "-t", "tenant-sagemaker"])
+
+
 def test_tenant_text_is_escaped_and_a_non_json_answer_is_a_clean_error_in_the_cli(
     routes_url, as_tenant, deploy_env, pyfunc_model, tmp_path
 ):
@@ -255,8 +262,8 @@ def test_tenant_text_is_escaped_and_a_non_json_answer_is_a_clean_error_in_the_cl
     assert "\x1b" not in exc.value.message and "\\x1b]0;pwned\\x07" in exc.value.message
     assert "\x1b" not in json.dumps(client.get_deployment("bad"), ensure_ascii=False)
 
-    got = _cli(routes_url, tenant, "get", "--name", "bad")
-    assert got.returncode == 0, got.stderr
+    got = _cli_in_process("get", "--name", "bad")  # MLflow's own CLI code, in this process
+    assert got.exit_code == 0, got.output
     for raw in ("\x1b", "\x07", "\r", "\u202e"):
         assert raw not in got.stdout
     assert "\\x1b]0;pwned\\x07\\x1b[2J\\x0dok\\u202etxt.exe" in got.stdout
@@ -274,6 +281,9 @@ def test_tenant_text_is_escaped_and_a_non_json_answer_is_a_clean_error_in_the_cl
         predicted.stderr)
     assert "<html>\\x1b[31mBad Gateway</html>xxx" in predicted.stderr
     assert "\x1b" not in predicted.stderr and "x" * 300 not in predicted.stderr  # truncated
+    refused = _cli_in_process("create", "--name", "x", "-m", "models:/m-1/../../x")
+    assert refused.exit_code == 1 and isinstance(refused.exception, SystemExit), refused.output
+    assert "Error: invalid model URI 'models:/m-1/../../x'" in refused.output
     client.delete_deployment("web")
     client.delete_deployment("bad")
     assert deploy_env.leftovers(tenant) == {}

@@ -14,16 +14,18 @@ credentials and the platform config (``MLFLOW_TENANT_CONFIG``); the tenant comes
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 import click
 from mlflow.deployments import BaseDeploymentClient, PredictionsResponse
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE, ErrorCode
 
 from mlflow_tenant_plugins.deployments.model_uri import check_model_uri
 from mlflow_tenant_plugins.deployments.options import (
@@ -52,6 +54,30 @@ class DeploymentClientError(MlflowException, click.ClickException):
 
     def __init__(self, message: str, error_code: int = INVALID_PARAMETER_VALUE):
         MlflowException.__init__(self, message, error_code)
+
+    @classmethod
+    def of(cls, exc: MlflowException) -> DeploymentClientError:
+        """``exc`` as a clean error: same code, message escaped (it may quote tenant text)."""
+        if isinstance(exc, cls):
+            return exc
+        try:
+            code = ErrorCode.Value(exc.error_code)
+        except ValueError:
+            code = INTERNAL_ERROR
+        return cls(printable(exc.message), code)
+
+
+def _clean_errors(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Every MlflowException a client method raises becomes a DeploymentClientError."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except MlflowException as exc:
+            raise DeploymentClientError.of(exc) from None
+
+    return wrapper
 
 
 def _echo(message: str) -> None:
@@ -232,12 +258,15 @@ class TenantSageMakerDeploymentClient(BaseDeploymentClient):
         out.setdefault("flavor", flavor or "python_function")
         return clean(out)
 
+    @_clean_errors
     def create_deployment(self, name, model_uri, flavor=None, config=None, endpoint=None):
         return self._write(CREATE, name, model_uri, flavor, config)
 
+    @_clean_errors
     def update_deployment(self, name, model_uri=None, flavor=None, config=None, endpoint=None):
         return self._write(UPDATE, name, model_uri, flavor, config)
 
+    @_clean_errors
     def delete_deployment(self, name, config=None, endpoint=None):
         validate_deployment_name(name)
         cfg = parse_config(config, DELETE)
@@ -252,16 +281,19 @@ class TenantSageMakerDeploymentClient(BaseDeploymentClient):
                                    name)
         return self._call("GET", "/get", tenant, params={"name": name})["deployment"]
 
+    @_clean_errors
     def get_deployment(self, name, endpoint=None):
         validate_deployment_name(name)
         return clean(self._get(name, self._tenant(parse_config({}, CLIENT))))
 
+    @_clean_errors
     def list_deployments(self, endpoint=None):
         tenant = self._tenant({})
         if self.direct:
             return clean(self._svc().list(self._direct_tenant({})))
         return clean(self._call("GET", "/list", tenant)["deployments"])
 
+    @_clean_errors
     def predict(self, deployment_name=None, inputs=None, endpoint=None,
                 params: dict[str, Any] | None = None):
         name = validate_deployment_name(deployment_name or endpoint or "")
@@ -274,6 +306,7 @@ class TenantSageMakerDeploymentClient(BaseDeploymentClient):
                               {"name": name, "body": body})["body"]
         return parse_predictions(name, text)
 
+    @_clean_errors
     def explain(self, deployment_name=None, df=None, endpoint=None):
         raise MlflowException(
             "explain is not supported by the tenant-sagemaker target: SageMaker's MLflow "
