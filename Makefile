@@ -30,6 +30,7 @@ postgres:
 test: install system-deps postgres
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# make demo KEEP=1: the same, then the platform stays up to explore until Ctrl-C.
 demo: install
 	$(PY) examples/demo.py $(if $(KEEP),--keep,)
 

@@ -35,6 +35,24 @@ class DemoError(RuntimeError):
     pass
 
 
+def table(headers: tuple[str, ...], rows: list[tuple]) -> str:
+    """Rows as aligned columns, indented under the step that shows them."""
+    def cell(c: object) -> str:
+        if isinstance(c, float):
+            return str(int(c)) if c.is_integer() else f"{c:g}"
+        return "-" if c is None else str(c)
+
+    cells = [headers, *[tuple(cell(c) for c in row) for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    return "\n".join("    " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))
+                     .rstrip() for r in cells)
+
+
+def described(out: str) -> dict[str, str]:
+    """`mlflow deployments get` prints one ``key: value`` line per field."""
+    return dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
+
+
 def step(text: str) -> None:
     print(f"==> {text}", flush=True)
 
@@ -173,9 +191,12 @@ class Demo:
                         "-C", "instance_type=ml.m5.large", "-C", "max_instances=2"],
                        self.tenant_env(key), "deployment", timeout=600)
         print("    " + out.strip().splitlines()[-1], flush=True)
-        got = self.run([str(BIN / "mlflow"), "deployments", "get", "-t", "tenant-sagemaker",
-                        "--name", ENDPOINT], self.tenant_env(key), "deployments get")
-        print("    " + " ".join(got.split())[:300], flush=True)
+        got = described(self.run([str(BIN / "mlflow"), "deployments", "get", "-t",
+                                  "tenant-sagemaker", "--name", ENDPOINT],
+                                 self.tenant_env(key), "deployments get"))
+        step(f"acme: mlflow deployments get -t tenant-sagemaker --name {ENDPOINT}")
+        fields = ("status", "instance_type", "instance_count", "model_uri", "endpoint_name")
+        print(table(("FIELD", "VALUE"), [(f, got.get(f)) for f in fields]), flush=True)
 
     def show_alarms_and_scaling(self) -> None:
         import boto3
@@ -185,16 +206,26 @@ class Demo:
         alarms = boto3.client("cloudwatch", **kw).describe_alarms()["MetricAlarms"]
         mine = [a for a in alarms if "acme" in a["AlarmName"]]
         step(f"CloudWatch alarms made for the endpoint: {len(mine)}")
-        for a in mine:
-            print(f"    {a['AlarmName']}: {a.get('MetricName')} {a['ComparisonOperator']} "
-                  f"{a['Threshold']:g}", flush=True)
-        policies = boto3.client("application-autoscaling", **kw).describe_scaling_policies(
-            ServiceNamespace="sagemaker")["ScalingPolicies"]
+        print(table(("ALARM", "METRIC", "STATISTIC", "WHEN", "THRESHOLD", "STATE"), [
+            (a["AlarmName"], a.get("MetricName"),
+             a.get("Statistic") or a.get("ExtendedStatistic"),
+             a["ComparisonOperator"].replace("GreaterThanOrEqualToThreshold", ">=")
+             .replace("GreaterThanThreshold", ">"), float(a["Threshold"]), a.get("StateValue"))
+            for a in mine]), flush=True)
+        aas = boto3.client("application-autoscaling", **kw)
+        targets = {t["ResourceId"]: t for t in aas.describe_scalable_targets(
+            ServiceNamespace="sagemaker")["ScalableTargets"]}
+        policies = aas.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"]
         step(f"autoscaling policies: {len(policies)}")
+        rows = []
         for p in policies:
             cfg = p.get("TargetTrackingScalingPolicyConfiguration", {})
-            print(f"    {p['PolicyName']} on {p['ResourceId']}: target "
-                  f"{cfg.get('TargetValue')} invocations/instance", flush=True)
+            target = targets.get(p["ResourceId"], {})
+            rows.append((p["PolicyName"], p["ResourceId"], target.get("MinCapacity"),
+                         target.get("MaxCapacity"), cfg.get("TargetValue"),
+                         cfg.get("ScaleInCooldown"), cfg.get("ScaleOutCooldown")))
+        print(table(("POLICY", "RESOURCE", "MIN", "MAX", "INVOCATIONS/INSTANCE/MIN",
+                     "SCALE-IN S", "SCALE-OUT S"), rows), flush=True)
         if not mine or not policies:
             raise DemoError("the deployment made no alarms or no scaling policy")
 
@@ -261,8 +292,13 @@ def main() -> int:
         demo.usage()
         step(f"open {demo.url}/ and log in with any user name and acme's key as password:")
         print(f"    acme key:   {keys['acme']}\n    globex key: {keys['globex']}\n"
-              f"    admin key:  {keys['admin']}", flush=True)
+              f"    admin key:  {keys['admin']}\n"
+              f"    admin CLI:  MLFLOW_TENANT_DATABASE_URI={demo.db} {BIN}/mlflow-tenants "
+              "tenant list", flush=True)
         print(f"demo finished in {time.monotonic() - started:.0f}s", flush=True)
+        if not args.keep:
+            print("to leave the platform running and explore it (UI, keys, the admin CLI): "
+                  "make demo KEEP=1", flush=True)
         if args.keep:
             step("running; Ctrl-C stops everything")
             while True:

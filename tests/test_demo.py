@@ -21,4 +21,10 @@ def test_demo_runs_end_to_end(tmp_path):
     assert "CloudWatch alarms made for the endpoint: 5" in out
     assert "globex sees 0 experiments, 0 models" in out
     assert "stopped mlflow-server" in out and "stopped moto" in out
+    # Alarms and the scaling policy as tables, not a dict cut at 300 characters; the way to
+    # keep the platform up to explore is said at the end.
+    assert "ALARM" in out and "THRESHOLD" in out and "POLICY" in out and "MIN" in out
+    assert "{'" not in out and "[{" not in out
+    assert "make demo KEEP=1" in out.split("demo finished in")[1]
+    assert "admin CLI:  MLFLOW_TENANT_DATABASE_URI=" in out
     assert not list((tmp_path / "d").glob("*.pid"))
