@@ -22,8 +22,9 @@ from mlflow_tenant_plugins.auth.identity import (
 )
 from mlflow_tenant_plugins.tenancy import Quotas, Role, TenantRegistry, principals
 from mlflow_tenant_plugins.tenancy.quotas import parse_count, parse_size
+from mlflow_tenant_plugins.wire import API_PREFIX
 
-PREFIX = "/api/2.0/tenants"
+PREFIX = API_PREFIX
 blueprint = Blueprint("tenant_admin", __name__, url_prefix=PREFIX)
 _registry: TenantRegistry | None = None
 

@@ -22,16 +22,18 @@ import requests
 from botocore.credentials import ReadOnlyCredentials
 
 from mlflow_tenant_plugins.auth.authenticator import Refusal
-from mlflow_tenant_plugins.auth.iam import IamError, IamMethod, decode_signed_request
+from mlflow_tenant_plugins.auth.iam import IamMethod
 from mlflow_tenant_plugins.auth.methods import MethodCache
-from mlflow_tenant_plugins.client.aws_iam import (
-    IAM_HEADER,
-    encode_signed_request,
-    presign_caller_identity,
-)
+from mlflow_tenant_plugins.client.aws_iam import presign_caller_identity
 from mlflow_tenant_plugins.config import ConfigError, Settings
 from mlflow_tenant_plugins.tenancy.iam_bindings import IamBindings, normalize_arn
 from mlflow_tenant_plugins.tenancy.roles import Role
+from mlflow_tenant_plugins.wire import (
+    IAM_HEADER,
+    IamError,
+    decode_signed_request,
+    encode_signed_request,
+)
 from tests.fixtures.aws import REGION, MotoServer
 from tests.fixtures.servers import MlflowServer, start_mlflow_server, stop_mlflow_server
 
@@ -169,7 +171,7 @@ def test_sts_is_asked_once_per_signature_and_only_at_the_configured_endpoint():
     header = presign_caller_identity(FAKE, REGION, "https://sts.example.test", SERVER_ID)
     for _ in range(3):
         identity = method({IAM_HEADER.lower(): header}, "10.0.0.1")
-        assert identity.principal == "arn:aws:iam::123456789012:user/alice"
+        assert identity.principal == "iam:arn:aws:iam::123456789012:user/alice"
         assert (identity.tenant, identity.role, identity.method) == ("acme", Role.EDITOR, "iam")
     assert calls == ["https://sts.example.test"]
 

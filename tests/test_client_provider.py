@@ -16,8 +16,9 @@ from mlflow.exceptions import MlflowException
 
 from mlflow_tenant_plugins.client import profiles as profiles_mod
 from mlflow_tenant_plugins.client.auth_provider import TenantAuth, TenantAuthProvider
-from mlflow_tenant_plugins.client.aws_iam import IAM_HEADER, default_server_id
+from mlflow_tenant_plugins.client.aws_iam import default_server_id
 from mlflow_tenant_plugins.client.profiles import Credential, key_label, resolve_credential
+from mlflow_tenant_plugins.wire import IAM_HEADER
 
 KEY = "mlt_0123456789ab_" + "s" * 43
 OTHER_KEY = "mlt_ba9876543210_" + "t" * 43

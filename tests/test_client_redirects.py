@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from mlflow_tenant_plugins.client import auth_provider
 from mlflow_tenant_plugins.client.auth_provider import same_origin
-from mlflow_tenant_plugins.client.aws_iam import IAM_HEADER
+from mlflow_tenant_plugins.wire import IAM_HEADER
 
 KEY = "mlt_0123456789ab_" + "s" * 43
 EMPTY_SEARCH = json.dumps({"experiments": []}).encode()

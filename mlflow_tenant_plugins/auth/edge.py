@@ -25,8 +25,10 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from mlflow_tenant_plugins.wire import WORKSPACE_HEADER
+
 # Headers whose value decides who is calling, where it acts, or how the body is framed.
-BASE_SINGLE_HEADERS = ("authorization", "x-mlflow-workspace", "content-length",
+BASE_SINGLE_HEADERS = ("authorization", WORKSPACE_HEADER.lower(), "content-length",
                        "transfer-encoding", "host")
 ARTIFACT_UPLOAD_MARKER = "/mlflow-artifacts/artifacts/"
 

@@ -1,6 +1,6 @@
 """AWS IAM identity, server side: replay the client's presigned ``sts:GetCallerIdentity``.
 
-The client sends a signed request (see ``client/aws_iam.py`` for the format) that it never
+The client sends a signed request (its format is ``mlflow_tenant_plugins.wire``) that it never
 sent itself. We check what AWS would not check for us — the server id is ours and inside
 the signature, the signature is under 15 minutes old (moto does not check dates; AWS checks
 them loosely), it is a GetCallerIdentity and nothing else, and it was signed for the STS
@@ -15,90 +15,42 @@ effect within that bound.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import logging
-import re
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 import requests
 from mlflow.exceptions import MlflowException
 
 from mlflow_tenant_plugins.auth.authenticator import Refusal
 from mlflow_tenant_plugins.auth.methods import BUSY, MethodCache, OutboundGate, digest
-from mlflow_tenant_plugins.client.aws_iam import IAM_HEADER, SERVER_ID_HEADER, WIRE_VERSION
 from mlflow_tenant_plugins.config import ConfigError, Settings
 from mlflow_tenant_plugins.tenancy import TenantRegistry
 from mlflow_tenant_plugins.tenancy.entities import Identity
 from mlflow_tenant_plugins.tenancy.iam_bindings import IamBindings, normalize_arn
 from mlflow_tenant_plugins.tenancy.principals import iam_principal
+from mlflow_tenant_plugins.wire import (
+    IAM_HEADER,
+    MAX_SIGNATURE_AGE_SECONDS,
+    SERVER_ID_HEADER,
+    WORKSPACE_HEADER,
+    IamError,
+    SignedRequest,
+    decode_signed_request,
+)
 
 _logger = logging.getLogger(__name__)
 
-MAX_SIGNATURE_AGE_SECONDS = 15 * 60
 MAX_CLOCK_SKEW_SECONDS = 5 * 60
-MAX_HEADER_CHARS = 16_384
 STS_TIMEOUT_SECONDS = 10.0
 _HEADER = IAM_HEADER.lower()
 _SERVER_ID = SERVER_ID_HEADER.lower()
-_WORKSPACE = "x-mlflow-workspace"
-_AUTHORIZATION = re.compile(
-    r"^AWS4-HMAC-SHA256 Credential=[^,\s]+,\s*SignedHeaders=([a-z0-9;._-]+),"
-    r"\s*Signature=[0-9a-f]{64}$"
-)
+_WORKSPACE = WORKSPACE_HEADER.lower()
 _NEVER_FORWARD = {"host", "content-length", "connection", "transfer-encoding", "expect"}
-_GET_CALLER_IDENTITY = sorted([("Action", "GetCallerIdentity"), ("Version", "2011-06-15")])
 
 Post = Callable[..., requests.Response]
-
-
-class IamError(ValueError):
-    """Why a signed request is refused before STS is asked, in one line."""
-
-
-@dataclass(frozen=True)
-class SignedRequest:
-    url: str
-    body: str
-    headers: dict[str, str]  # lower-case names
-    signed_headers: frozenset[str]
-    signed_at: datetime
-
-
-def decode_signed_request(raw: str) -> SignedRequest:
-    if len(raw) > MAX_HEADER_CHARS:
-        raise IamError("the signed request is too large")
-    try:
-        doc = json.loads(base64.b64decode(raw.strip(), validate=True))
-    except (binascii.Error, ValueError):
-        raise IamError(f"the {IAM_HEADER} header is not base64-encoded JSON") from None
-    if not isinstance(doc, dict) or doc.get("v") != WIRE_VERSION:
-        raise IamError(f"unsupported {IAM_HEADER} format: upgrade mlflow-tenant-plugins")
-    url, body, raw_headers = doc.get("url"), doc.get("body"), doc.get("headers")
-    if not isinstance(url, str) or not isinstance(body, str) or not isinstance(raw_headers, dict):
-        raise IamError("the signed request lacks its url, body or headers")
-    if doc.get("method") != "POST" or sorted(parse_qsl(body)) != _GET_CALLER_IDENTITY:
-        raise IamError("the signed request is not an sts:GetCallerIdentity POST")
-    headers: dict[str, str] = {}
-    for name, value in raw_headers.items():
-        if not isinstance(value, str) or name.lower() in headers:
-            raise IamError("the signed request has malformed or repeated headers")
-        headers[name.lower()] = value
-    match = _AUTHORIZATION.match(headers.get("authorization", ""))
-    if not match:
-        raise IamError("the signed request carries no AWS SigV4 Authorization header")
-    try:
-        signed_at = datetime.strptime(headers.get("x-amz-date", ""), "%Y%m%dT%H%M%SZ")
-    except ValueError:
-        raise IamError("the signed request has no valid X-Amz-Date") from None
-    return SignedRequest(url, body, headers, frozenset(match.group(1).split(";")),
-                         signed_at.replace(tzinfo=UTC))
 
 
 def _origin(url: str) -> str:

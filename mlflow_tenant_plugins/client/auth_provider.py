@@ -30,8 +30,8 @@ from requests.auth import AuthBase
 from requests.models import PreparedRequest, Response
 
 from mlflow_tenant_plugins.client.profiles import Credential, fingerprint, resolve_credential
+from mlflow_tenant_plugins.wire import IAM_HEADER, WORKSPACE_HEADER
 
-WORKSPACE_HEADER = "X-MLFLOW-WORKSPACE"  # mlflow.utils.workspace_utils.WORKSPACE_HEADER_NAME
 _REFUSALS = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED"}
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -71,8 +71,6 @@ class TenantAuth(AuthBase):
         if self._signer is None:
             request.headers["Authorization"] = f"Bearer {self.credential.key}"
         else:
-            from mlflow_tenant_plugins.client.aws_iam import IAM_HEADER
-
             # The IAM identity replaces any token MLflow added from MLFLOW_TRACKING_TOKEN.
             request.headers.pop("Authorization", None)
             request.headers[IAM_HEADER] = self._signer.header_value(request.url or "")
@@ -92,8 +90,6 @@ class TenantAuth(AuthBase):
         (hooks run before it follows; it copies the request it sent)."""
         if not response.is_redirect or response.request is None:
             return response
-        from mlflow_tenant_plugins.client.aws_iam import IAM_HEADER
-
         sent_to = response.request.url or response.url
         target = urljoin(sent_to, response.headers.get("location", ""))
         if same_origin(sent_to, target):

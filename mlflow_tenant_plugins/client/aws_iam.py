@@ -5,14 +5,12 @@ its boto3 credentials) a GetCallerIdentity request it never sends itself; the se
 it to AWS STS and learns the caller's ARN from the answer. No secret leaves the client: a
 signature is valid for one request body, to one STS host, for 15 minutes. The platform's
 server id is one of the signed headers, so a server that receives the signed request cannot
-use it to log in to another platform. This module is also the wire format's one definition:
-the server side (``auth/iam.py``) decodes with it.
+use it to log in to another platform. The header and its format are defined in
+``mlflow_tenant_plugins.wire``, which the server decodes with.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import threading
 import time
@@ -20,20 +18,17 @@ from urllib.parse import urlsplit
 
 from mlflow.exceptions import MlflowException
 
-IAM_HEADER = "X-MLflow-Tenant-Iam"
-SERVER_ID_HEADER = "X-MLflow-Tenant-Server-Id"
-STS_BODY = "Action=GetCallerIdentity&Version=2011-06-15"
-STS_CONTENT_TYPE = "application/x-www-form-urlencoded; charset=utf-8"
+from mlflow_tenant_plugins.wire import (
+    SERVER_ID_HEADER,
+    STS_BODY,
+    STS_CONTENT_TYPE,
+    encode_signed_request,
+)
+
 # A signature is reused for this long, so the server verifies it with STS once and then
-# answers from its cache; the server accepts it for 15 minutes.
+# answers from its cache; the server accepts it for wire.MAX_SIGNATURE_AGE_SECONDS.
 RESIGN_AFTER_SECONDS = 300.0
-WIRE_VERSION = 1
 _logger = logging.getLogger(__name__)
-
-
-def encode_signed_request(method: str, url: str, body: str, headers: dict[str, str]) -> str:
-    doc = {"v": WIRE_VERSION, "method": method, "url": url, "body": body, "headers": headers}
-    return base64.b64encode(json.dumps(doc, separators=(",", ":")).encode()).decode("ascii")
 
 
 def presign_caller_identity(credentials, region: str, endpoint_url: str, server_id: str) -> str:

@@ -29,8 +29,9 @@ from mlflow_tenant_plugins.auth.identity import current_tenant, require_role
 from mlflow_tenant_plugins.deployments.model_source import ModelResolver, _workspace
 from mlflow_tenant_plugins.deployments.service import DeploymentService
 from mlflow_tenant_plugins.tenancy import Role
+from mlflow_tenant_plugins.wire import DEPLOYMENTS_PREFIX
 
-PREFIX = "/api/2.0/tenants/deployments"
+PREFIX = DEPLOYMENTS_PREFIX
 ROUTES: dict[str, tuple[str, Role]] = {
     "/create": ("POST", Role.DEPLOYER),
     "/update": ("POST", Role.DEPLOYER),

@@ -11,8 +11,8 @@ import re
 from collections.abc import Mapping
 
 from mlflow_tenant_plugins.auth.authenticator import Refusal
-from mlflow_tenant_plugins.client.aws_iam import IAM_HEADER
 from mlflow_tenant_plugins.tenancy.entities import Identity
+from mlflow_tenant_plugins.wire import API_PREFIX, DEPLOYMENTS_PREFIX, IAM_HEADER
 
 # Tenant label for callers that are not a tenant's.
 PLATFORM = "_platform"  # a platform admin (acting anywhere)
@@ -20,8 +20,8 @@ UNAUTHENTICATED = "_unauthenticated"
 
 # First match wins; paths are matched after ``/ajax-api`` is folded into ``/api``.
 ROUTE_GROUPS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("deployments", re.compile(r"^/api/2\.0/tenants/deployments(/|$)")),
-    ("tenant-admin", re.compile(r"^/api/2\.0/tenants(/|$)")),
+    ("deployments", re.compile(f"^{re.escape(DEPLOYMENTS_PREFIX)}(/|$)")),
+    ("tenant-admin", re.compile(f"^{re.escape(API_PREFIX)}(/|$)")),
     ("metrics", re.compile(r"^/metrics/?$")),
     ("artifacts", re.compile(r"/mlflow-artifacts(/|$)|/artifacts(/|$)|/get-artifact$")),
     ("auth-admin", re.compile(r"/(users|roles|permissions)(/|$)")),

@@ -26,10 +26,11 @@ from mlflow_tenant_plugins.tenancy import TenantRegistry
 from mlflow_tenant_plugins.tenancy.models import utcnow
 from mlflow_tenant_plugins.tenancy.quotas import format_size
 from mlflow_tenant_plugins.tenancy.text import printable
+from mlflow_tenant_plugins.wire import API_PREFIX
 
 _logger = logging.getLogger(__name__)
 PATH = "/usage-page"
-blueprint = Blueprint("tenant_monitoring", __name__, url_prefix="/api/2.0/tenants")
+blueprint = Blueprint("tenant_monitoring", __name__, url_prefix=API_PREFIX)
 _state: dict[str, Any] = {}
 _LABELS = {"storage_bytes": "storage", "endpoints": "endpoints", "instances": "instances"}
 # Every value is HTML-escaped whatever the template's name (Flask decides by file name).
