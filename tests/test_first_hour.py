@@ -158,6 +158,20 @@ def test_a_viewer_reads_its_default_experiment_but_cannot_write_to_it(
         assert refused.error_code == "PERMISSION_DENIED"
 
 
+def test_default_exists_once_zero_is_used_or_asked_for_by_name(
+        tenant_server: MlflowServer, make_tenant):
+    """A tenant that never uses "0" gets no experiment it did not make; asking for
+    ``Default`` by name (``mlflow.set_experiment("Default")``) finds the same one "0" serves."""
+    _tenant, key = make_tenant("editor")
+    with stock_client(tenant_server, key) as client:
+        client.create_experiment("mine")
+        assert [e.name for e in client.search_experiments()] == ["mine"]
+        default = client.get_experiment_by_name("Default")
+        assert default is not None
+        assert sorted(e.name for e in client.search_experiments()) == ["Default", "mine"]
+        assert client.get_experiment("0").experiment_id == default.experiment_id
+
+
 def test_only_zero_at_experiment_fields_is_rewritten():
     body = json.dumps({"experiment_id": "0", "run_name": "0", "tags": [
         {"key": "experiment_id", "value": "0"}], "trace_info": {"trace_metadata": {

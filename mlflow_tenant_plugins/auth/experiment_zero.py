@@ -16,9 +16,10 @@ Why here, as ASGI, and not in a Flask hook: one rewrite then serves Flask routes
 FastAPI routes alike, and everything behind it — MLflow's authorization and its handlers —
 reads one and the same request (the validators and handlers parse the body separately).
 The rewritten id is only ever an experiment of the caller's own workspace, which MLflow's
-engine then authorizes as any other request. The first request of a tenant on a worker
-creates its ``Default`` experiment if missing, so ``get_experiment_by_name("Default")``,
-searches and the UI list agree with what ``"0"`` serves.
+engine then authorizes as any other request. The first request that names ``"0"`` (or asks
+for the experiment named ``Default`` by name) creates the tenant's ``Default`` if missing;
+from then on searches and the UI list show the same experiment ``"0"`` serves. A tenant that
+never uses ``"0"`` gets no experiment it did not ask for.
 
 This middleware must sit inside the tenant middleware: it trusts the authentication result
 that one leaves in the scope, and the workspace header that one checked (or filled in).
@@ -36,6 +37,7 @@ import anyio
 
 from mlflow_tenant_plugins.auth.middleware import AUTH_RESULT_SCOPE_KEY
 from mlflow_tenant_plugins.tenancy.default_experiment import (
+    DEFAULT_EXPERIMENT_NAME,
     MLFLOW_DEFAULT_EXPERIMENT_ID,
     DefaultExperiments,
 )
@@ -73,6 +75,16 @@ def _swap(value: Any, new_id: str) -> tuple[Any, bool]:
     return value, False
 
 
+def _names_zero(node: Any, path: tuple[str, ...]) -> bool:
+    """Whether ``"0"`` sits at ``path`` (read only)."""
+    if not path:
+        return _swap(node, "")[1]
+    head, rest = path[0], path[1:]
+    if head == "*":
+        return isinstance(node, list) and any(_names_zero(item, rest) for item in node)
+    return isinstance(node, dict) and head in node and _names_zero(node[head], rest)
+
+
 def _rewrite_path(node: Any, path: tuple[str, ...], new_id: str) -> bool:
     if not path:
         return False
@@ -88,24 +100,40 @@ def _rewrite_path(node: Any, path: tuple[str, ...], new_id: str) -> bool:
     return _rewrite_path(node[head], rest, new_id)
 
 
-def rewrite_json(body: bytes, paths: tuple[tuple[str, ...], ...], new_id: str) -> bytes | None:
-    """The body with ``"0"`` replaced at ``paths``, or None when nothing names it."""
+def _load(body: bytes) -> dict | None:
     try:
         doc = json.loads(body)
     except ValueError:
         return None  # MLflow answers the malformed body itself
-    if not isinstance(doc, dict):
+    return doc if isinstance(doc, dict) else None
+
+
+def rewrite_json(body: bytes, paths: tuple[tuple[str, ...], ...], new_id: str) -> bytes | None:
+    """The body with ``"0"`` replaced at ``paths``, or None when nothing names it."""
+    doc = _load(body)
+    if doc is None:
         return None
     changed = [_rewrite_path(doc, p, new_id) for p in paths]
     return json.dumps(doc).encode() if any(changed) else None
 
 
-def rewrite_query(query: bytes, new_id: str) -> bytes | None:
+def _names_zero_in_query(query: bytes) -> bool:
     pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
-    if not any(k in _ID_PARAMS and v == _ZERO for k, v in pairs):
+    return any(k in _ID_PARAMS and v == _ZERO for k, v in pairs)
+
+
+def rewrite_query(query: bytes, new_id: str) -> bytes | None:
+    if not _names_zero_in_query(query):
         return None
+    pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
     return urlencode([(k, new_id if k in _ID_PARAMS and v == _ZERO else v)
                       for k, v in pairs]).encode("latin-1")
+
+
+def _asks_default_by_name(path: str, query: bytes) -> bool:
+    return path.endswith("/mlflow/experiments/get-by-name") and (
+        ("experiment_name", DEFAULT_EXPERIMENT_NAME)
+        in parse_qsl(query.decode("latin-1"), keep_blank_values=True))
 
 
 def _tenant_workspace(scope: dict) -> str | None:
@@ -173,38 +201,48 @@ class DefaultExperimentAlias:
 
     async def __call__(self, scope, receive, send) -> None:
         workspace = _tenant_workspace(scope) if scope["type"] == "http" else None
-        if workspace is None:
-            await self.app(scope, receive, send)
-            return
-        new_id = self.experiments.cached_id(workspace)
-        if new_id is None:
-            try:
-                new_id = await anyio.to_thread.run_sync(self.experiments.id_for, workspace)
-            except Exception:
-                _logger.exception("default experiment of tenant '%s' unavailable", workspace)
-                await self.app(scope, receive, send)  # "0" then stays refused in the tenant
-                return
-        scope, receive = await self._rewrite(scope, receive, new_id)
+        if workspace is not None:
+            scope, receive = await self._rewrite(scope, receive, workspace)
         await self.app(scope, receive, send)
 
-    async def _rewrite(self, scope: dict, receive: Callable, new_id: str):
-        path = scope.get("path", "")
+    async def _default_id(self, workspace: str) -> str | None:
+        """The id (created if missing, off the event loop), or None: then "0" stays refused
+        in the tenant, as before, and the failure is logged."""
+        known = self.experiments.cached_id(workspace)
+        if known is not None:
+            return known
+        try:
+            return await anyio.to_thread.run_sync(self.experiments.id_for, workspace)
+        except Exception:
+            _logger.exception("default experiment of tenant '%s' unavailable", workspace)
+            return None
+
+    async def _rewrite(self, scope: dict, receive: Callable, workspace: str):
+        path, query = scope.get("path", ""), scope.get("query_string", b"")
         headers = list(scope.get("headers", []))
-        changed = False
-        if "/mlflow/" in path and (query := rewrite_query(scope.get("query_string", b""),
-                                                           new_id)) is not None:
-            scope, changed = {**scope, "query_string": query}, True
-        if path.endswith("/v1/traces") and (b"0",) == tuple(
-                v.strip() for k, v in headers if k.lower() == _OTLP_HEADER):
-            headers, changed = _with_header(headers, _OTLP_HEADER, new_id.encode()), True
-        paths = _body_paths(scope)
+        otlp = [v.strip() for k, v in headers if k.lower() == _OTLP_HEADER]
+        zero_in_query = "/mlflow/" in path and _names_zero_in_query(query)
+        zero_in_header = path.endswith("/v1/traces") and otlp == [b"0"]
+        paths, body, complete, zero_in_body = _body_paths(scope), b"", True, False
+        original_receive = receive
         if paths is not None:
-            body, complete = await _read_body(receive)
-            new_body = rewrite_json(body, paths, new_id) if complete else None
-            if new_body is not None:
-                body, changed = new_body, True
-                headers = _with_header(headers, b"content-length", str(len(body)).encode())
-            receive = _replay(body, complete, receive)
-        if changed:
-            scope = {**scope, "headers": headers}
-        return scope, receive
+            body, complete = await _read_body(original_receive)
+            receive = _replay(body, complete, original_receive)
+            doc = _load(body) if complete else None
+            zero_in_body = doc is not None and any(_names_zero(doc, p) for p in paths)
+        if not (zero_in_query or zero_in_header or zero_in_body):
+            if _asks_default_by_name(path, query):
+                await self._default_id(workspace)  # so the name finds it
+            return scope, receive
+        new_id = await self._default_id(workspace)
+        if new_id is None:
+            return scope, receive
+        if zero_in_query:
+            scope = {**scope, "query_string": rewrite_query(query, new_id)}
+        if zero_in_header:
+            headers = _with_header(headers, _OTLP_HEADER, new_id.encode())
+        if zero_in_body:
+            body = rewrite_json(body, paths, new_id)
+            headers = _with_header(headers, b"content-length", str(len(body)).encode())
+            receive = _replay(body, True, original_receive)
+        return {**scope, "headers": headers}, receive
