@@ -22,6 +22,7 @@ from mlflow.protos.databricks_pb2 import INVALID_STATE
 
 from mlflow_tenant_plugins.auth.edge import EdgeLimits, EdgeMiddleware
 from mlflow_tenant_plugins.config import Settings, load_settings
+from mlflow_tenant_plugins.startup_checks import secure_mlflow_settings
 from mlflow_tenant_plugins.startup_migrations import migrate_platform
 from mlflow_tenant_plugins.tenancy import TenantRegistry
 
@@ -74,6 +75,7 @@ def _configure_engine(settings: Settings, registry: TenantRegistry) -> None:
 
 
 def create_app():
+    secure_mlflow_settings()  # no MLFLOW_*_ALLOW_PRIVATE_IPS; bundled model catalogue
     settings = load_settings()
     registry = TenantRegistry.from_settings(settings)
     _configure_engine(settings, registry)
