@@ -228,7 +228,9 @@ class DefaultExperimentAlias:
         if paths is not None:
             body, complete = await _read_body(original_receive)
             receive = _replay(body, complete, original_receive)
-            doc = _load(body) if complete else None
+            # Every path ends in an experiment key: skip parsing bodies that name none (a
+            # log-batch). A key spelled with escapes is not aliased, and stays refused.
+            doc = _load(body) if complete and b"xperiment" in body else None
             zero_in_body = doc is not None and any(_names_zero(doc, p) for p in paths)
         if not (zero_in_query or zero_in_header or zero_in_body):
             if _asks_default_by_name(path, query):
