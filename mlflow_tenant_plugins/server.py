@@ -88,7 +88,7 @@ def create_app():
             "mlflow.server.auth was imported before tenant-auth could configure it",
             INVALID_STATE,
         )
-    from mlflow_tenant_plugins import monitoring
+    from mlflow_tenant_plugins import monitoring, sources
     from mlflow_tenant_plugins.artifacts import startup as artifact_startup
     from mlflow_tenant_plugins.auth import engine as auth_engine
     from mlflow_tenant_plugins.auth import run_locator
@@ -119,6 +119,7 @@ def create_app():
     _warm_artifacts_in_background()
     app = engine.create_app()
     artifact_startup.prepare_app(app)  # tenant-s3 without credentials: refuse to start
+    sources.install(engine.app)  # tenants name only their own locations; repositories fenced
     _check_route_coverage(engine, app)
     _install_first_hour(app)
     app.add_middleware(TenantMiddleware, authenticator=authenticator)

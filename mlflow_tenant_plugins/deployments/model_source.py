@@ -62,6 +62,10 @@ class ModelResolver:
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
 
     def fetch(self, uri: str, dst: str, tenant: str) -> str:
+        if not self.allow_any_uri:  # the server's credentials read only the tenant's own
+            from mlflow_tenant_plugins.artifacts.fence import check_tenant_uri
+
+            check_tenant_uri(uri, tenant)
         os.makedirs(dst, exist_ok=True)
         if self._fetch is not None:
             return self._fetch(uri, dst, tenant)
