@@ -9,10 +9,12 @@ in-process.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import subprocess
 import sys
+import urllib.parse
 
 import pytest
 import requests
@@ -194,17 +196,20 @@ def test_a_model_uri_with_dot_segments_is_a_400_not_a_500(deploy_server):
 
 
 def test_a_tenant_admin_forging_deployment_records_through_the_artifact_proxy_changes_nothing(
-    deploy_server, sagemaker_moto, monkeypatch, tmp_path
+    deploy_server, sagemaker_moto, pyfunc_model, monkeypatch
 ):
     """Issue 13 finding 2, replayed: records used to be status.json files in the tenant's
     artifact prefix. A tenant admin writes forged ones there (a big reservation to give back,
     an operation 'in flight' until the year 2100) and tries the platform's package prefix;
-    the ledger, list, get, delete and the reconcile are unmoved."""
+    the ledger, list, get, delete and the reconcile are unmoved. The deployment itself is made
+    by the platform's service in-process (same database, same emulator, the server's package
+    root); everything the tenant does goes through the real server."""
     import boto3
     from mlflow.deployments import get_deploy_client
 
     from mlflow_tenant_plugins.config import Settings
     from mlflow_tenant_plugins.deployments.aws import AwsClients
+    from mlflow_tenant_plugins.deployments.model_source import ModelResolver
     from mlflow_tenant_plugins.deployments.reconcile import reconcile
     from mlflow_tenant_plugins.deployments.service import DeploymentService
     from mlflow_tenant_plugins.tenancy import Quotas
@@ -213,11 +218,18 @@ def test_a_tenant_admin_forging_deployment_records_through_the_artifact_proxy_ch
     registry = deploy_server.registry
     registry.create_tenant(tenant, quotas=Quotas(endpoints=2, instances=2))
     _info, key = registry.create_key(tenant, "admin")
-    _log_model(deploy_server, key, "churn", tmp_path)
+    settings = Settings(
+        database_uri=deploy_server.db_uri, aws_endpoint_url=sagemaker_moto.url,
+        deploy_package_root=f"s3://{deploy_server.bucket}/root/platform/deployments/{{tenant}}",
+        deploy_execution_role_arn=EXECUTION_ROLE_TEMPLATE, deploy_poll_seconds=0.05)
+    aws = AwsClients(settings, session=boto3.session.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"))
+    service = DeploymentService(registry, settings, aws=aws,
+                                resolver=ModelResolver(allow_any_uri=True))
+    service.create(tenant, "churn", pyfunc_model, background=False)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", deploy_server.url)
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", key)
     client = get_deploy_client("tenant-sagemaker")
-    client.create_deployment("churn", "models:/churn/1")
 
     def used() -> dict[str, int]:
         return {r: registry.ledger.get(tenant, r).used for r in ("endpoints", "instances")}
@@ -243,11 +255,17 @@ def test_a_tenant_admin_forging_deployment_records_through_the_artifact_proxy_ch
     before = [o["Key"] for o in s3.list_objects_v2(Bucket=deploy_server.bucket,
                                                    Prefix=package_prefix).get("Contents", [])]
     assert before, "the deployment's package is under the platform's prefix"
+    host = urllib.parse.urlsplit(deploy_server.url).netloc
     for path in (f"../../platform/deployments/{tenant}/churn/x/model.tar.gz",
                  f"workspaces/{tenant}/../../platform/deployments/{tenant}/churn/model.tar.gz",
-                 "%2e%2e/%2e%2e/platform/deployments/x"):
-        put = session.put(f"{artifacts}/{path}", data=b"evil", timeout=60)
-        assert put.status_code in (400, 403, 404), (path, put.status_code)
+                 f"%2e%2e/%2e%2e/platform/deployments/{tenant}/x",
+                 f"..%2f..%2fplatform/deployments/{tenant}/x"):
+        conn = http.client.HTTPConnection(host, timeout=60)  # sent as written, not normalised
+        conn.request("PUT", f"/api/2.0/mlflow-artifacts/artifacts/{path}", body=b"evil",
+                     headers={"Authorization": f"Bearer {key}", "X-MLFLOW-WORKSPACE": tenant})
+        status = conn.getresponse().status
+        conn.close()
+        assert status in (400, 403, 404), (path, status)
     after = [o["Key"] for o in s3.list_objects_v2(Bucket=deploy_server.bucket,
                                                   Prefix=package_prefix).get("Contents", [])]
     assert after == before
@@ -260,10 +278,6 @@ def test_a_tenant_admin_forging_deployment_records_through_the_artifact_proxy_ch
         assert exc.value.error_code == "RESOURCE_DOES_NOT_EXIST"
     assert used() == {"endpoints": 1, "instances": 1}
 
-    settings = Settings(database_uri=deploy_server.db_uri, aws_endpoint_url=sagemaker_moto.url)
-    session_aws = boto3.session.Session(aws_access_key_id="testing",
-                                        aws_secret_access_key="testing", region_name="us-east-1")
-    service = DeploymentService(registry, settings, aws=AwsClients(settings, session=session_aws))
     [report] = reconcile(service, [tenant])
     assert report.status == "ok" and report.sagemaker == {"endpoints": 1, "instances": 1}
 
