@@ -6,10 +6,16 @@ running app. Classes:
 
 - ``public``: no login (health, static files, server-info), as MLflow's engine defines them;
 - ``ours``: a route of this package, authenticated by the engine, role checked by its handler;
-- ``authenticated``: any authenticated caller (MLflow's discovery/UI routes; no tenant data);
-- ``tenant-scoped``: an MLflow validator resolves the object's workspace and the caller's role;
+- ``authenticated``: MLflow's validator admits any authenticated caller (discovery/UI routes);
+- ``tenant-scoped``: MLflow's validator refuses a caller with no grants at all;
 - ``self-authorizing``: MLflow filters the handler's results by the caller (search, graphql);
-- ``admin-only``: no validator, so MLflow's fail-closed net refuses every non-admin.
+- ``admin-only``: no validator (MLflow's fail-closed net refuses every non-admin), or a route
+  this package reserves for platform admins (``routes.is_platform_only``).
+
+Validators are classed by what they do, not by their names: each is called once, at startup,
+for a principal that exists nowhere (no user row, no grant). One that admits that principal
+admits everyone and is ``authenticated``; tests/test_route_behaviour.py then probes every such
+route over HTTP with a viewer, an editor and another tenant's key.
 """
 
 from __future__ import annotations
@@ -19,12 +25,14 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from types import ModuleType
 
+from starlette.requests import Request
 from starlette.routing import Mount
+from werkzeug.datastructures import Authorization
 
-from mlflow_tenant_plugins.routes import OWN_PREFIXES, PLATFORM_ONLY_PREFIXES
+from mlflow_tenant_plugins.routes import OWN_PREFIXES, is_platform_only, static_prefix
 
 _FLASK_PARAM = re.compile(r"<(?:(\w+):)?(\w+)>")
-_FASTAPI_PARAM = re.compile(r"\{(\w+)(?::\w+)?\}")
+_FASTAPI_PARAM = re.compile(r"\{(\w+)(?::(\w+))?\}")
 _SKIP_METHODS = {"HEAD", "OPTIONS"}
 
 
@@ -46,18 +54,51 @@ def _sample_flask_path(rule: str) -> str:
     return _FLASK_PARAM.sub(repl, rule)
 
 
-def _validator_access(validator) -> str:
-    """MLflow's validators that admit any logged-in caller, recognised by name."""
-    name = getattr(validator, "__qualname__", "")
-    if name == "_allow_authenticated" or "require_authentication" in name:
-        return "authenticated"
-    return "tenant-scoped"
+# A principal no caller can be: no user row, no role, no grant anywhere.
+PROBE_PRINCIPAL = "\x00route-probe"
+
+
+def _admits_nobody_flask(engine: ModuleType, validator) -> bool:
+    """Call a Flask validator, inside the route's request context, as PROBE_PRINCIPAL.
+    An exception or a False means it checked something the probe lacks."""
+    real = engine.authenticate_request
+    engine.authenticate_request = lambda: Authorization("basic", {"username": PROBE_PRINCIPAL})
+    try:
+        return validator() is True
+    except Exception:
+        return False
+    finally:
+        engine.authenticate_request = real
+
+
+def _admits_nobody_fastapi(validator, path: str, method: str) -> bool:
+    """Drive a FastAPI validator's coroutine as PROBE_PRINCIPAL. One that suspends (a
+    thread, real I/O) is doing a lookup: it is not a blanket yes."""
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    request = Request({"type": "http", "method": method, "path": path, "headers": [],
+                       "query_string": b""}, receive)
+    coro = validator(PROBE_PRINCIPAL, request)
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value is True
+    except Exception:
+        return False
+    coro.close()
+    return False
+
+
+def _sample_fastapi_param(m: re.Match) -> str:
+    # A path parameter gets two segments, as real names do (MCP servers: namespace/slug).
+    return "x/x" if m.group(2) == "path" else "x"
 
 
 def _classify_flask(engine: ModuleType, path: str, method: str) -> str:
     if engine.is_unprotected_route(path):
         return "public"
-    if path.startswith(PLATFORM_ONLY_PREFIXES):
+    if is_platform_only(path, static_prefix()):
         return "admin-only"
     if path.startswith(OWN_PREFIXES):
         return "ours" if engine.BEFORE_REQUEST_VALIDATORS.get((path, method)) else "unclassified"
@@ -66,7 +107,12 @@ def _classify_flask(engine: ModuleType, path: str, method: str) -> str:
 
         validator = engine._find_validator(request)
         if validator is not None:
-            return _validator_access(validator)
+            if not _admits_nobody_flask(engine, validator):
+                return "tenant-scoped"
+            # Admitted, but MLflow filters the response by the caller.
+            if engine._authorized_outside_before_request(request):
+                return "self-authorizing"
+            return "authenticated"
         if engine._is_proxy_artifact_path(path):
             validator = engine._get_proxy_artifact_validator(method, request.view_args)
             return "tenant-scoped" if validator is not None else "admin-only"
@@ -75,18 +121,35 @@ def _classify_flask(engine: ModuleType, path: str, method: str) -> str:
     return "admin-only"
 
 
-def _native_routes(routes: list) -> Iterator[tuple[str, set[str] | None]]:
-    """(path, methods) of the routes FastAPI serves itself, not the mounted Flask app.
-    FastAPI ≥ 0.16x wraps included routers; their effective routes carry full paths."""
+def _native_routes(routes: list) -> Iterator[tuple[str, set[str] | None, object]]:
+    """(path, methods, endpoint) of the routes FastAPI serves itself, not the mounted Flask
+    app. FastAPI ≥ 0.16x wraps included routers; their effective routes carry full paths."""
     for route in routes:
         if isinstance(route, Mount):
             continue
         if hasattr(route, "effective_candidates"):
             yield from _native_routes(route.effective_candidates())
         elif hasattr(route, "original_route"):
-            yield route.path, getattr(route.original_route, "methods", None)
+            original = route.original_route
+            yield route.path, getattr(original, "methods", None), getattr(original, "endpoint",
+                                                                          None)
         elif hasattr(route, "methods"):
-            yield route.path, route.methods
+            yield route.path, route.methods, getattr(route, "endpoint", None)
+
+
+def _classify_fastapi(engine: ModuleType, path: str, method: str, endpoint) -> str:
+    if engine.is_unprotected_route(path):
+        return "public"
+    if is_platform_only(path, static_prefix()):
+        return "admin-only"
+    validator = engine._find_fastapi_validator(path, method)
+    if validator is None:
+        return "admin-only"  # the FastAPI fail-closed net
+    if not _admits_nobody_fastapi(validator, path, method):
+        return "tenant-scoped"
+    # Admitted, but MLflow filters the response by the caller (job search, gateway models).
+    filters = getattr(engine, "FASTAPI_ENDPOINT_RESPONSE_FILTERS", {})
+    return "self-authorizing" if endpoint in filters else "authenticated"
 
 
 def classify_routes(engine: ModuleType, fastapi_app) -> list[RouteClass]:
@@ -98,17 +161,10 @@ def classify_routes(engine: ModuleType, fastapi_app) -> list[RouteClass]:
             found.append(
                 RouteClass(rule.rule, method, "flask", _classify_flask(engine, path, method))
             )
-    for route_path, methods in _native_routes(fastapi_app.routes):
-        path = _FASTAPI_PARAM.sub("x", route_path)
+    for route_path, methods, endpoint in _native_routes(fastapi_app.routes):
+        path = _FASTAPI_PARAM.sub(_sample_fastapi_param, route_path)
         for method in sorted(set(methods or ()) - _SKIP_METHODS):
-            if engine.is_unprotected_route(path):
-                access = "public"
-            elif path.startswith(PLATFORM_ONLY_PREFIXES):
-                access = "admin-only"
-            elif (validator := engine._find_fastapi_validator(path, method)) is not None:
-                access = _validator_access(validator)
-            else:
-                access = "admin-only"  # the FastAPI fail-closed net
+            access = _classify_fastapi(engine, path, method, endpoint)
             found.append(RouteClass(route_path, method, "fastapi", access))
     return found
 

@@ -6,7 +6,10 @@ validator only requires an authenticated caller; each handler checks the caller'
 from __future__ import annotations
 
 import importlib.util
+import os
+import posixpath
 from types import ModuleType
+from urllib.parse import unquote
 
 from flask import Blueprint, jsonify
 from mlflow.server.handlers import catch_mlflow_exception
@@ -18,13 +21,73 @@ from mlflow_tenant_plugins.tenancy import TenantRegistry
 
 # Path prefixes our blueprints own; the route-coverage check classifies them as ours.
 OWN_PREFIXES = ("/api/2.0/tenants/",)
-# MLflow routes that change server-wide state yet admit any authenticated caller: on one
-# server shared by many tenants they are for platform admins only (gap closed in the
-# tenant middleware; tests/test_route_coverage.py names it).
+# MLflow routes that admit any authenticated caller yet change server-wide state or act
+# outside the caller's role: on one server shared by many tenants they are for platform
+# admins only (refused in the tenant middleware; tests/test_route_behaviour.py names each).
 PLATFORM_ONLY_PREFIXES = (
     # The AI assistant's config (PUT) and skills install are server-global.
     "/ajax-api/3.0/mlflow/assistant",
+    "/api/3.0/mlflow/assistant",
 )
+PLATFORM_ONLY_PATHS = frozenset({
+    # Job submission: MLflow checks nothing but a login; a viewer could start a scorer job
+    # that logs assessments, or name another principal as the job's `username` (the UI only
+    # polls and cancels jobs, both owner-gated).
+    "/ajax-api/3.0/jobs",
+    # Demo data: any viewer could create experiments, runs, models and prompts, and the
+    # handler switches the process-wide workspace while it runs.
+    "/ajax-api/3.0/mlflow/demo/generate",
+    # The legacy deployments proxy forwards any caller's request to the server-wide
+    # MLFLOW_DEPLOYMENTS_TARGET under the server's network identity, unscoped by tenant.
+    "/ajax-api/2.0/mlflow/gateway-proxy",
+    "/api/2.0/mlflow/gateway-proxy",
+})
+
+# MLflow's server passes --static-prefix to its workers in this variable
+# (mlflow/server/__init__.py, handlers.STATIC_PREFIX_ENV_VAR).
+STATIC_PREFIX_ENV = "_MLFLOW_STATIC_PREFIX"
+_MAX_DECODE_ROUNDS = 4
+
+
+def static_prefix() -> str:
+    """The server's --static-prefix ('' when none), as MLflow's workers read it."""
+    return os.environ.get(STATIC_PREFIX_ENV, "")
+
+
+def _canonical(path: str) -> str:
+    """Lower-case, percent-decoded until stable, one slash between segments, no trailing
+    slash: every spelling a router might accept for the same route maps to one string."""
+    for _ in range(_MAX_DECODE_ROUNDS):
+        decoded = unquote(path)
+        if decoded == path:
+            break
+        path = decoded
+    path = "/" + "/".join(seg for seg in path.replace("\\", "/").split("/") if seg)
+    return path.lower()
+
+
+def _candidates(path: str, prefix: str) -> set[str]:
+    """The path as given and with the static prefix removed, each with and without its dot
+    segments resolved: a route is platform-only if any reading of the path names one."""
+    found = set()
+    for p in {_canonical(path), posixpath.normpath(_canonical(path))}:
+        found.add(p)
+        canon_prefix = _canonical(prefix) if prefix else ""
+        if canon_prefix not in ("", "/") and (p == canon_prefix
+                                             or p.startswith(canon_prefix + "/")):
+            found.add(p[len(canon_prefix):] or "/")
+    return found
+
+
+def is_platform_only(path: str, static_prefix: str) -> bool:
+    """Whether ``path`` reaches a route reserved for platform admins, however it is spelled
+    (percent-encoding, repeated or trailing slashes, case, dot segments) and with or without
+    the server's ``--static-prefix``. Errs towards True: a false positive costs a tenant a
+    403 on a malformed path, a false negative hands a tenant a server-wide setting."""
+    for p in _candidates(path, static_prefix):
+        if p in PLATFORM_ONLY_PATHS or p.startswith(PLATFORM_ONLY_PREFIXES):
+            return True
+    return False
 
 
 _route_classes: list = []

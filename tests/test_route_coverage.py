@@ -24,19 +24,23 @@ SNAPSHOT = Path(__file__).parent / "data" / "route_classes.json"
 ACCESS = {"public", "authenticated", "tenant-scoped", "self-authorizing", "admin-only", "ours"}
 
 
-def _sample(path: str) -> str:
+def sample_path(path: str) -> str:
+    """A concrete path for a Flask or FastAPI route pattern."""
     path = re.sub(r"<(?:int:)?\w+>", "1", path)
     path = re.sub(r"<path:\w+>", "1/x", path)
     return re.sub(r"\{\w+(?::\w+)?\}", "x", path)
 
 
-@pytest.fixture(scope="module")
-def routes(tenant_server: MlflowServer) -> list[dict]:
-    r = tenant_server.session(tenant_server.admin_key).get(
-        f"{tenant_server.url}/api/2.0/tenants/routes"
-    )
+def served_routes(server: MlflowServer) -> list[dict]:
+    """The running app's route classes, as a platform admin reads them."""
+    r = server.session(server.admin_key).get(f"{server.url}/api/2.0/tenants/routes")
     assert r.status_code == 200, r.text
     return r.json()["routes"]
+
+
+@pytest.fixture(scope="module")
+def routes(tenant_server: MlflowServer) -> list[dict]:
+    return served_routes(tenant_server)
 
 
 def test_every_served_route_is_classified(routes, record_property):
@@ -72,7 +76,7 @@ def test_every_protected_route_refuses_a_request_without_credentials(routes, ten
     for r in routes:
         if r["access"] == "public":
             continue
-        resp = requests.request(r["method"], tenant_server.url + _sample(r["path"]), timeout=30)
+        resp = requests.request(r["method"], tenant_server.url + sample_path(r["path"]), timeout=30)
         if resp.status_code != 401:
             open_routes.append((r["method"], r["path"], resp.status_code))
     assert not open_routes
@@ -85,7 +89,8 @@ def test_admin_only_routes_refuse_a_tenant_admin(routes, tenant_server, make_ten
     for r in routes:
         if r["access"] != "admin-only" or "/build/" in r["path"]:
             continue
-        resp = s.request(r["method"], tenant_server.url + _sample(r["path"]), json={}, timeout=30)
+        resp = s.request(r["method"], tenant_server.url + sample_path(r["path"]), json={},
+                         timeout=30)
         if resp.status_code != 403:
             allowed.append((r["method"], r["path"], resp.status_code))
     assert not allowed

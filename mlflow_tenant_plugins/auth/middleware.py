@@ -17,7 +17,7 @@ from mlflow.utils.workspace_utils import WORKSPACE_HEADER_NAME
 
 from mlflow_tenant_plugins.auth.authenticator import Authenticator, Refusal
 from mlflow_tenant_plugins.auth.engine import unauthenticated_body
-from mlflow_tenant_plugins.routes import PLATFORM_ONLY_PREFIXES
+from mlflow_tenant_plugins.routes import is_platform_only, static_prefix
 
 _WS_HEADER = WORKSPACE_HEADER_NAME.lower().encode()
 # The authentication result, left in the request's scope for observers outside this
@@ -61,7 +61,7 @@ class TenantMiddleware:
             await _send_json(send, 401, unauthenticated_body(result.reason),
                              [(b"www-authenticate", b'Basic realm="mlflow"')])
             return
-        if scope["path"].startswith(PLATFORM_ONLY_PREFIXES) and not result.platform_admin:
+        if is_platform_only(scope["path"], static_prefix()) and not result.platform_admin:
             await _send_json(send, 403, _FORBIDDEN_BODY.decode())
             return
         named = headers.get(WORKSPACE_HEADER_NAME.lower(), "").strip()
