@@ -2,16 +2,20 @@
 against tenant A's objects on a real tenant-auth server: ``/ajax-api`` twins, graphql nested
 fields, presigned and multipart upload routes, model-version search, ``#``/``?`` fragments
 and ``..`` in artifact paths and ``artifact_location``, ``DELETE`` on an artifact root.
-All are refused, and A's data is intact afterwards.
+All are refused, and A's data is intact afterwards. Then MLflow's 2026 advisories, each
+named by its identifier: LogInputs, unauthenticated jobs and OTLP routes, traces and
+assessments, ``artifact_location`` SSRF, the default admin password.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 
 import pytest
 import requests
 
+from tests.fixtures.listener import Listener
 from tests.fixtures.servers import MlflowServer
 
 MARK = f"replayA{secrets.token_hex(3)}"
@@ -136,3 +140,117 @@ def test_tenant_a_data_is_intact_after_the_replays(two):
     assert r.status_code == 200 and r.text == MARK
     r = a.get(f"{url}/api/2.0/mlflow/runs/get", params={"run_id": two["run"]})
     assert r.json()["run"]["info"]["lifecycle_stage"] == "active"
+
+
+# MLflow's 2026 advisories, replayed through the tenant-auth app.
+
+def _viewer_of_a(tenant_server: MlflowServer, two) -> requests.Session:
+    return tenant_server.session(tenant_server.registry.create_key(two["a_name"], "viewer")[1])
+
+
+def test_log_inputs_needs_update_on_the_run_ghsa_3p64_6gvh_82v5(two, tenant_server):
+    """LogInputs was missing from MLflow's run-update validators: a viewer, or another
+    tenant, could attach datasets to a run."""
+    url, run = two["url"], two["run"]
+    dataset = {"dataset": {"name": f"ds-{MARK}", "digest": "d0", "source_type": "local",
+                           "source": "{}"}, "tags": []}
+    for who in (_viewer_of_a(tenant_server, two), two["b"]):
+        for prefix in ("/api/2.0", "/ajax-api/2.0"):
+            r = who.post(f"{url}{prefix}/mlflow/runs/log-inputs",
+                         json={"run_id": run, "datasets": [dataset]})
+            assert r.status_code in (403, 404), (prefix, r.status_code, r.text[:200])
+    got = two["a"].get(f"{url}/api/2.0/mlflow/runs/get", params={"run_id": run}).json()
+    assert f"ds-{MARK}" not in json.dumps(got["run"].get("inputs", {}))
+
+
+def test_jobs_and_otel_routes_refuse_callers_without_credentials_cve_2026_0545_2652(two):
+    url = two["url"]
+    for method, path, kwargs in (
+        ("POST", "/ajax-api/3.0/jobs/", {"json": {"job_name": "invoke_scorer", "params": {}}}),
+        ("POST", "/ajax-api/3.0/jobs/search", {"json": {}}),
+        ("GET", "/ajax-api/3.0/jobs/x", {}),
+        ("PATCH", "/ajax-api/3.0/jobs/cancel/x", {}),
+        ("POST", "/v1/traces", {"data": b"", "headers": {
+            "Content-Type": "application/x-protobuf", "X-Mlflow-Experiment-Id": two["exp"]}}),
+    ):
+        r = requests.request(method, url + path, timeout=60, **kwargs)
+        assert r.status_code == 401, (method, path, r.status_code, r.text[:200])
+
+
+def test_other_tenants_cannot_submit_jobs_or_send_spans_into_a_cve_2026_0545_2652(two):
+    url, b = two["url"], two["b"]
+    r = b.post(f"{url}/ajax-api/3.0/jobs/", json={
+        "job_name": "invoke_scorer",
+        "params": {"experiment_id": two["exp"], "serialized_scorer": "{}", "trace_ids": []}})
+    assert r.status_code == 403, r.text[:200]
+    r = b.post(f"{url}/v1/traces", data=b"", headers={
+        "Content-Type": "application/x-protobuf", "X-Mlflow-Experiment-Id": two["exp"]})
+    assert r.status_code in (403, 404), (r.status_code, r.text[:200])
+
+
+@pytest.fixture(scope="module")
+def a_trace(two) -> str:
+    trace_id = f"tr-{secrets.token_hex(16)}"
+    r = two["a"].post(f"{two['url']}/api/3.0/mlflow/traces", json={"trace": {"trace_info": {
+        "trace_id": trace_id, "request_time": "2026-01-01T00:00:00Z", "state": "OK",
+        "trace_location": {"type": "MLFLOW_EXPERIMENT",
+                           "mlflow_experiment": {"experiment_id": two["exp"]}},
+        "request_preview": MARK, "trace_metadata": {}, "tags": {"mark": MARK}}}})
+    assert r.status_code == 200, r.text
+    return trace_id
+
+
+def test_traces_and_assessments_of_another_tenant_are_refused_cve_2025_15381(
+    two, a_trace, tenant_server
+):
+    """Traces and assessments once had no validators: anyone could read a trace or
+    attach, change and delete assessments."""
+    url, b = two["url"], two["b"]
+    base = f"{url}/api/3.0/mlflow/traces/{a_trace}"
+    assessment = {"assessment": {"assessment_name": f"x{MARK}", "trace_id": a_trace,
+                                 "source": {"source_type": "HUMAN", "source_id": "b"},
+                                 "feedback": {"value": "bad"}}}
+    _no_leak(b.get(base))
+    _no_leak(b.get(f"{url}/api/3.0/mlflow/traces/get", params={"trace_id": a_trace}))
+    _no_leak(b.post(f"{base}/assessments", json=assessment))
+    _no_leak(b.patch(f"{base}/tags", json={"key": "k", "value": "v"}))
+    found = b.post(f"{url}/api/3.0/mlflow/traces/search", json={
+        "locations": [{"type": "MLFLOW_EXPERIMENT",
+                       "mlflow_experiment": {"experiment_id": two["exp"]}}]})
+    assert a_trace not in found.text and MARK not in found.text, found.text[:200]
+    _no_leak(b.post(f"{url}/api/3.0/mlflow/traces/delete-traces", json={
+        "experiment_id": two["exp"], "trace_ids": [a_trace]}))
+    # A's viewer reads the trace but may not judge it.
+    viewer = _viewer_of_a(tenant_server, two)
+    assert viewer.get(base).status_code == 200
+    assert viewer.post(f"{base}/assessments", json=assessment).status_code == 403
+    got = two["a"].get(base).json()
+    assert f"x{MARK}" not in json.dumps(got) and got["trace"]["trace_info"]["tags"]["mark"] == MARK
+
+
+def test_artifact_location_cannot_make_the_server_fetch_a_url_ghsa_vf52_gj9c_hw99(two):
+    """An http(s) artifact_location made the server fetch it on /get-artifact. Workspaces
+    refuse any client-given location; the server never connects."""
+    url, b = two["url"], two["b"]
+    with Listener() as listener:
+        for loc in (f"http://127.0.0.1:{listener.port}/mlflow-artifacts/artifacts",
+                    f"https://127.0.0.1:{listener.port}/x",
+                    "http://169.254.169.254/latest/meta-data/"):
+            r = b.post(f"{url}/api/2.0/mlflow/experiments/create",
+                       json={"name": f"ssrf-{secrets.token_hex(3)}", "artifact_location": loc})
+            assert r.status_code in (400, 403), (loc, r.status_code, r.text[:200])
+        for path in ("/get-artifact", "/ajax-api/2.0/mlflow/get-artifact"):
+            _no_leak(b.get(f"{url}{path}", params={"run_id": two["run"], "path": "secret.txt"}))
+    assert listener.contacts == 0
+
+
+@pytest.mark.parametrize("user", ["admin", "platform-admin", "mlflow-bootstrap-admin"])
+def test_default_admin_password_does_not_log_in_ghsa_gq3w_7jj3_x7gr(two, user):
+    """basic-auth shipped admin/password1234; the tenant-auth app takes no passwords."""
+    url = two["url"]
+    for method, path in (("GET", "/api/2.0/mlflow/experiments/search"),
+                         ("POST", "/api/2.0/mlflow/users/create"),
+                         ("GET", "/api/3.0/mlflow/workspaces")):
+        r = requests.request(method, url + path, auth=(user, "password1234"),
+                             json={"username": "x", "password": "y"}, timeout=60)
+        assert r.status_code == 401, (user, path, r.status_code, r.text[:200])
