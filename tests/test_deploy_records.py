@@ -140,3 +140,26 @@ def test_a_dot_segment_model_uri_is_refused_before_anything_is_made(deploy_env):
         deploy_env.service().create(tenant, "dots", "models:/m-0123/../../x")
     assert exc.value.error_code == "INVALID_PARAMETER_VALUE"
     assert deploy_env.leftovers(tenant) == {}
+
+
+def test_an_update_keeping_a_package_from_the_tenant_prefix_must_repackage(deploy_env,
+                                                                          pyfunc_model):
+    """A deployment made before packages left the tenant's prefix: its package may have been
+    replaced by the tenant, so an update without a model is refused; with one it moves."""
+    from mlflow_tenant_plugins.deployments.names import TAG_PACKAGE, Names
+
+    tenant = deploy_env.tenant()
+    svc = deploy_env.service()
+    svc.create(tenant, "old", pyfunc_model, background=False)
+    sm = deploy_env.aws.sagemaker
+    arn = sm.describe_endpoint(EndpointName=Names(tenant, "old").endpoint)["EndpointArn"]
+    legacy = f"s3://{deploy_env.bucket}/root/workspaces/{tenant}/deployments/old/model.tar.gz"
+    sm.add_tags(ResourceArn=arn, Tags=[{"Key": TAG_PACKAGE, "Value": legacy}])
+    with pytest.raises(MlflowException) as exc:
+        svc.update(tenant, "old", config={"alarm_4xx_errors": "9"}, background=False)
+    assert exc.value.error_code == "INVALID_PARAMETER_VALUE" and "-m" in exc.value.message
+    svc.update(tenant, "old", pyfunc_model, background=False)
+    assert svc.get(tenant, "old")["package"].startswith(
+        f"s3://{deploy_env.bucket}/platform/deployments/{tenant}/old/")
+    svc.delete(tenant, "old")
+    assert deploy_env.leftovers(tenant) == {}

@@ -40,7 +40,11 @@ from mlflow_tenant_plugins.deployments.options import (
 )
 from mlflow_tenant_plugins.deployments.queries import DeploymentQueries, not_found
 from mlflow_tenant_plugins.deployments.roles import execution_role_arn, network_isolation
-from mlflow_tenant_plugins.deployments.storage import DeploymentStorage, package_root
+from mlflow_tenant_plugins.deployments.storage import (
+    DeploymentStorage,
+    check_kept_package,
+    package_root,
+)
 from mlflow_tenant_plugins.tenancy import TenantRegistry
 from mlflow_tenant_plugins.tenancy.deployment_records import DeploymentRecords
 from mlflow_tenant_plugins.tenancy.entities import Tenant
@@ -265,6 +269,8 @@ class DeploymentService(DeploymentQueries):
         model = self.resolver.resolve(model_uri, tenant.name, flavor) if model_uri else None
         if model is not None:
             self._gate(tenant, model)
+        else:
+            check_kept_package(self.settings, tenant.name, name, current["package"])
         strategy = cfg.get("strategy", "replace")
         plan = Plan(
             tenant=tenant.name, names=names, deploy_id=n.new_deploy_id(), model=model,

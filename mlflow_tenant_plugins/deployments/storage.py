@@ -130,6 +130,18 @@ class PackageLocation:
         return cls(parsed.netloc, parsed.path.lstrip("/"))
 
 
+def check_kept_package(settings: Settings, tenant: str, name: str, package: str) -> None:
+    """An update without a model keeps the endpoint's package; one made before packages
+    moved out of the tenant's artifact prefix may have been replaced by the tenant (and the
+    tenant's execution role reads only the platform's prefix): it must be repackaged."""
+    bucket, prefix = package_root(settings, tenant)
+    loc = PackageLocation.from_uri(package or "")
+    if loc.bucket != bucket or not loc.key.startswith(f"{prefix}/"):
+        raise MlflowException.invalid_parameter_value(
+            f"deployment '{name}' runs a package stored where the platform no longer keeps "
+            "packages; update it with its model (-m models:/NAME/VERSION) to repackage it")
+
+
 class DeploymentStorage:
     def __init__(self, s3: Any, settings: Settings, records: DeploymentRecords):
         self.s3 = s3
