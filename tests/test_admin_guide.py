@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -39,14 +40,52 @@ print(run.info.run_id, run.info.experiment_id)
 """
 
 
+def hold_the_lock_until_all_workers_wait(url: str, found: dict) -> threading.Thread:
+    """Hold the platform's migration lock until every worker waits for it, then let them all
+    go at once: the collision that crashed a worker on ``alembic_version_auth`` (before, only
+    the registry's migration took this lock, and the workers it released met again in
+    basic-auth's), made certain instead of left to timing."""
+    import sqlalchemy
+
+    from mlflow_tenant_plugins.tenancy.db import LOCK_KEY
+
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool,
+                                      isolation_level="AUTOCOMMIT")
+    waiting = sqlalchemy.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                              "AND NOT granted AND objid = :k")
+    conn = engine.connect()
+    conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": LOCK_KEY})
+
+    def release_when_all_wait() -> None:
+        try:
+            deadline = time.monotonic() + STARTUP_DEADLINE
+            while time.monotonic() < deadline:
+                found["waiting"] = conn.execute(waiting, {"k": LOCK_KEY}).scalar()
+                if found["waiting"] >= WORKERS:
+                    break
+                time.sleep(0.2)
+        finally:
+            conn.close()  # releases the lock
+            engine.dispose()
+
+    thread = threading.Thread(target=release_when_all_wait, daemon=True)
+    thread.start()
+    return thread
+
+
 @pytest.fixture(scope="module")
 def guide(tmp_path_factory):
     """The server as the README starts it, on a database nobody has used yet."""
     name = create_database("mlt_guide")
     url = pg_url_for(name).replace("postgresql+psycopg2://", "postgresql://")  # as typed
-    server = start_mlflow_server(tmp_path_factory.mktemp("guide"), backend_uri=url,
-                                 workers=WORKERS)
-    server.state = {}
+    found: dict = {}
+    holder = hold_the_lock_until_all_workers_wait(url, found)
+    try:
+        server = start_mlflow_server(tmp_path_factory.mktemp("guide"), backend_uri=url,
+                                     workers=WORKERS)
+    finally:
+        holder.join(STARTUP_DEADLINE)
+    server.state = {"waiting": found.get("waiting")}
     yield server
     stop_mlflow_server(server)
     drop_database(name)
@@ -68,6 +107,7 @@ def serving_workers(log: str) -> set[str]:
 
 
 def test_four_workers_on_a_fresh_postgres_database_all_come_up_cleanly(guide):
+    assert guide.state["waiting"] >= WORKERS  # they all met at the lock, and started together
     deadline = time.monotonic() + STARTUP_DEADLINE
     while len(serving_workers(guide.process.log(tail=100_000))) < WORKERS:
         assert time.monotonic() < deadline, guide.process.log(200)
