@@ -92,8 +92,7 @@ def create_app():
     from mlflow_tenant_plugins.artifacts import startup as artifact_startup
     from mlflow_tenant_plugins.auth import engine as auth_engine
     from mlflow_tenant_plugins.auth import run_locator
-    from mlflow_tenant_plugins.auth.authenticator import Authenticator
-    from mlflow_tenant_plugins.auth.methods import build_methods
+    from mlflow_tenant_plugins.auth.authenticator import Authenticator, build_methods
     from mlflow_tenant_plugins.auth.middleware import TenantMiddleware
     from mlflow_tenant_plugins.routes import register_routes
 

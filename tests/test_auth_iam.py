@@ -21,9 +21,9 @@ import pytest
 import requests
 from botocore.credentials import ReadOnlyCredentials
 
-from mlflow_tenant_plugins.auth.authenticator import Refusal
+from mlflow_tenant_plugins.auth.base import Refusal
 from mlflow_tenant_plugins.auth.iam import IamMethod
-from mlflow_tenant_plugins.auth.methods import MethodCache
+from mlflow_tenant_plugins.auth.ttl_cache import TtlCache
 from mlflow_tenant_plugins.client.aws_iam import presign_caller_identity
 from mlflow_tenant_plugins.config import ConfigError, Settings
 from mlflow_tenant_plugins.tenancy.iam_bindings import IamBindings, normalize_arn
@@ -150,7 +150,7 @@ def _unit_method(post, server_id: str = SERVER_ID) -> IamMethod:
     settings = Settings(server_id=server_id, sts_endpoint="https://sts.example.test")
     bindings = mock.Mock(lookup=lambda arn: {"acme": Role.EDITOR})
     registry = mock.Mock(is_platform_admin=lambda arn: False)
-    return IamMethod(settings, registry, MethodCache(60), bindings=bindings, post=post)
+    return IamMethod(settings, registry, TtlCache(60), bindings=bindings, post=post)
 
 
 def _sts_answer(status: int, body: str) -> requests.Response:
@@ -215,7 +215,7 @@ def test_only_get_caller_identity_is_replayed():
 
 def test_iam_method_without_server_id_stops_the_server_at_start():
     with pytest.raises(ConfigError, match="server_id"):
-        IamMethod(Settings(server_id=""), registry=None, cache=MethodCache(1), bindings=object())
+        IamMethod(Settings(server_id=""), registry=None, cache=TtlCache(1), bindings=object())
 
 
 # -- end to end, raw HTTP --------------------------------------------------------------------

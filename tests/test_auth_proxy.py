@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from mlflow_tenant_plugins.auth.methods import MethodCache
 from mlflow_tenant_plugins.auth.proxy import TrustedProxyMethod, is_trusted, parse_networks
+from mlflow_tenant_plugins.auth.ttl_cache import TtlCache
 from mlflow_tenant_plugins.config import ConfigError, Settings
 from mlflow_tenant_plugins.tenancy.roles import Role
 from tests.fixtures.servers import MlflowServer, start_mlflow_server, stop_mlflow_server
@@ -60,7 +60,7 @@ def test_only_configured_addresses_and_networks_are_trusted(addr, trusted):
 
 def test_headers_from_an_untrusted_address_are_ignored_as_if_absent():
     method = TrustedProxyMethod(Settings(proxy_addresses=("10.20.0.0/16",)), registry=None,
-                                cache=MethodCache(1))
+                                cache=TtlCache(1))
     headers = {"x-forwarded-user": "mallory", "x-forwarded-tenant": "acme",
                "x-forwarded-role": "admin"}
     assert method(headers, "203.0.113.9") is None  # the registry is never consulted
@@ -70,7 +70,7 @@ def test_headers_from_an_untrusted_address_are_ignored_as_if_absent():
 def test_proxy_method_without_valid_addresses_stops_the_server_at_start(addresses):
     with pytest.raises(ConfigError, match="proxy_addresses"):
         TrustedProxyMethod(Settings(proxy_addresses=addresses), registry=None,
-                           cache=MethodCache(1))
+                           cache=TtlCache(1))
 
 
 # -- end to end --------------------------------------------------------------------------------

@@ -19,7 +19,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from mlflow_tenant_plugins.auth.authenticator import INVALID_KEY
+from mlflow_tenant_plugins.auth.base import NO_CREDENTIALS, Refusal
+from mlflow_tenant_plugins.auth.keys import INVALID_KEY
 from mlflow_tenant_plugins.monitoring import labels
 from mlflow_tenant_plugins.monitoring.lease import Lease
 from mlflow_tenant_plugins.monitoring.metrics import TenantMetrics
@@ -87,6 +88,7 @@ def test_tenant_label_is_the_callers_verified_tenant_not_request_text() -> None:
 
 def test_quota_refusal_is_read_from_the_refusal_body_and_bounded() -> None:
     storage = QuotaExceeded("acme", "storage_bytes", 10, 5, 8)
+    assert labels.quota_refused(storage.serialize_as_json().encode()) == "storage_bytes"
     body = json.dumps({"error_code": "RESOURCE_EXHAUSTED", "message": storage.message})
     assert labels.quota_refused(body.encode()) == "storage_bytes"
     per_endpoint = ("quota exceeded for tenant 'acme': instances_per_endpoint limit is 2, "
@@ -96,16 +98,27 @@ def test_quota_refusal_is_read_from_the_refusal_body_and_bounded() -> None:
     ) == "instances_per_endpoint"
     invented = {"error_code": "RESOURCE_EXHAUSTED", "message": "x: made_up_thing limit is 1"}
     assert labels.quota_refused(json.dumps(invented).encode()) == "other"
+    assert labels.quota_refused(json.dumps({**invented, "quota": ["x"]}).encode()) == "other"
     assert labels.quota_refused(b'{"error_code": "TOO_MANY"}') is None
     assert labels.quota_refused(b"<html>rate limited</html>") is None
 
 
-def test_auth_failure_method_comes_from_the_credential_carried() -> None:
-    assert labels.auth_method({"authorization": "Bearer nope"}) == "key"
-    assert labels.auth_method({"x-mlflow-tenant-iam": "e30="}) == "iam"
-    assert labels.auth_method({"x-amzn-oidc-data": "a.b.c"}) == "oidc"
-    assert labels.auth_method({"x-user": "bob"}, proxy_user_header="X-User") == "proxy"
-    assert labels.auth_method({}) == "none"
+def test_quota_refusal_names_its_quota_in_a_field_of_its_own() -> None:
+    """Monitoring reads the quota from the error, not from the words of its message."""
+    refusal = QuotaExceeded("acme", "endpoints", 1, 2, 2)
+    body = json.loads(refusal.serialize_as_json())
+    assert body["quota"] == "endpoints" and body["error_code"] == "RESOURCE_EXHAUSTED"
+    reworded = {**body, "message": "the tenant is full"}
+    assert labels.quota_refused(json.dumps(reworded).encode()) == "endpoints"
+
+
+def test_auth_failure_method_is_the_one_the_refusal_records() -> None:
+    assert labels.auth_method(INVALID_KEY) == "key"
+    assert labels.auth_method(Refusal("AWS STS refused the signed request", method="iam")) == "iam"
+    assert labels.auth_method(NO_CREDENTIALS) == "none"
+    assert labels.auth_method(Refusal("no method recorded")) == "none"
+    assert labels.auth_method(ALICE) == "key"  # an identity the engine refused after all
+    assert labels.auth_method(None) == "none"
 
 
 def test_observer_counts_requests_denials_refusals_and_auth_failures() -> None:
@@ -113,12 +126,11 @@ def test_observer_counts_requests_denials_refusals_and_auth_failures() -> None:
     m = TenantMetrics(reg)
     quota = json.dumps({"error_code": "RESOURCE_EXHAUSTED",
                         "message": QuotaExceeded("acme", "endpoints", 1, 2, 2).message}).encode()
-    m.observe(ALICE, 200, "/api/2.0/mlflow/runs/get", 0.02, {}, b"")
-    m.observe(ALICE, 200, "/api/2.0/mlflow/runs/get", 0.3, {}, b"")
-    m.observe(ALICE, 403, "/api/2.0/tenants/list", 0.01, {}, b"")
-    m.observe(ALICE, 409, "/api/2.0/tenants/deployments/create", 0.05, {}, quota)
-    m.observe(INVALID_KEY, 401, "/api/2.0/mlflow/runs/get", 0.01,
-              {"authorization": "Bearer x"}, b"")
+    m.observe(ALICE, 200, "/api/2.0/mlflow/runs/get", 0.02, b"")
+    m.observe(ALICE, 200, "/api/2.0/mlflow/runs/get", 0.3, b"")
+    m.observe(ALICE, 403, "/api/2.0/tenants/list", 0.01, b"")
+    m.observe(ALICE, 409, "/api/2.0/tenants/deployments/create", 0.05, quota)
+    m.observe(INVALID_KEY, 401, "/api/2.0/mlflow/runs/get", 0.01, b"")
     total = "mlflow_tenant_requests_total"
     assert _sample(reg, total, tenant="acme", route_group="tracking", status_class="2xx") == 2
     assert _sample(reg, total, tenant="acme", route_group="tenant-admin",
@@ -165,8 +177,8 @@ n, stored = int(sys.argv[1]), int(sys.argv[2])
 m = TenantMetrics(CollectorRegistry())
 alice = Identity("alice", "acme", Role.EDITOR, False, "key")
 for _ in range(n):
-    m.observe(alice, 200, "/api/2.0/mlflow/runs/get", 0.02, {}, b"")
-m.observe(alice, 403, "/api/2.0/tenants/list", 0.01, {}, b"")
+    m.observe(alice, 200, "/api/2.0/mlflow/runs/get", 0.02, b"")
+m.observe(alice, 403, "/api/2.0/tenants/list", 0.01, b"")
 limits = {"storage_bytes": 1000, "endpoints": 2, "instances": 4}
 m.set_usage([TenantUsage("acme", "active", None,
                          {"storage_bytes": stored, "endpoints": 0, "instances": 0}, limits)])

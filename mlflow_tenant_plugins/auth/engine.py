@@ -1,21 +1,25 @@
-"""The bridge to MLflow's basic-auth engine: our ``authorization_function``.
+"""The Flask-request glue: who made the current Flask request, and the bridge to MLflow's
+basic-auth engine (our ``authorization_function``).
 
-MLflow's engine calls it (several times per request) to learn the caller; we answer with a
+A request is authenticated once (the result kept in Flask's ``g``) by the worker's
+authenticator, which the app factory installs. MLflow's engine calls
+``authorization_function`` (several times per request) to learn the caller; we answer with a
 werkzeug ``Authorization`` whose username is the principal's basic-auth user, and MLflow
 authorizes the route from that user's workspace roles. Refusals are MLflow-format JSON 401s
 with ``WWW-Authenticate: Basic`` so browsers show their login prompt.
+
+Our own handlers ask ``auth.identity`` (which stands on this module) who the caller is.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 
 from flask import Response, g, request
 from werkzeug.datastructures import Authorization
 
-from mlflow_tenant_plugins.auth.authenticator import Authenticator, Refusal
-from mlflow_tenant_plugins.auth.identity import set_identity
+from mlflow_tenant_plugins.auth.authenticator import Authenticator
+from mlflow_tenant_plugins.auth.base import Refusal, unauthenticated_body
 from mlflow_tenant_plugins.tenancy.entities import Identity
 
 _logger = logging.getLogger(__name__)
@@ -36,18 +40,18 @@ def get_authenticator() -> Authenticator:
     return _authenticator
 
 
-def unauthenticated_body(reason: str) -> str:
-    return json.dumps({"error_code": "UNAUTHENTICATED", "message": reason})
-
-
 def _authenticate_flask_request() -> Identity | Refusal:
     result = getattr(g, _G_RESULT, None)
     if result is None:
         result = get_authenticator().authenticate(request.headers, request.remote_addr)
         setattr(g, _G_RESULT, result)
-        if isinstance(result, Identity):
-            set_identity(result)
     return result
+
+
+def set_identity(identity: Identity) -> None:
+    """Take ``identity`` as the current request's caller (for in-process callers that already
+    know it; nothing is authenticated for this request afterwards)."""
+    setattr(g, _G_RESULT, identity)
 
 
 def authenticate_current_request() -> Identity | None:

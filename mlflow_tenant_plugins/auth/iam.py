@@ -24,8 +24,8 @@ from urllib.parse import urlsplit
 import requests
 from mlflow.exceptions import MlflowException
 
-from mlflow_tenant_plugins.auth.authenticator import Refusal
-from mlflow_tenant_plugins.auth.methods import BUSY, MethodCache, OutboundGate, digest
+from mlflow_tenant_plugins.auth.base import OutboundGate, Refusal, busy, digest
+from mlflow_tenant_plugins.auth.ttl_cache import TtlCache
 from mlflow_tenant_plugins.config import ConfigError, Settings
 from mlflow_tenant_plugins.tenancy import TenantRegistry
 from mlflow_tenant_plugins.tenancy.entities import Identity
@@ -43,6 +43,7 @@ from mlflow_tenant_plugins.wire import (
 
 _logger = logging.getLogger(__name__)
 
+METHOD = "iam"
 MAX_CLOCK_SKEW_SECONDS = 5 * 60
 STS_TIMEOUT_SECONDS = 10.0
 _HEADER = IAM_HEADER.lower()
@@ -51,6 +52,10 @@ _WORKSPACE = WORKSPACE_HEADER.lower()
 _NEVER_FORWARD = {"host", "content-length", "connection", "transfer-encoding", "expect"}
 
 Post = Callable[..., requests.Response]
+
+
+def _refusal(reason: str) -> Refusal:
+    return Refusal(reason, method=METHOD)
 
 
 def _origin(url: str) -> str:
@@ -81,7 +86,7 @@ def sts_error_code(body: bytes) -> str:
 
 
 class IamMethod:
-    def __init__(self, settings: Settings, registry: TenantRegistry, cache: MethodCache,
+    def __init__(self, settings: Settings, registry: TenantRegistry, cache: TtlCache,
                  bindings: IamBindings | None = None, post: Post | None = None):
         if not settings.server_id:
             raise ConfigError("auth method 'iam' needs server_id (MLFLOW_TENANT_SERVER_ID): "
@@ -106,13 +111,14 @@ class IamMethod:
             signed = decode_signed_request(raw)
             remaining = self._check(signed)
         except IamError as exc:
-            return Refusal(f"AWS IAM credentials refused: {exc}")
-        arn = self.cache.get("iam-sts:" + digest(raw), lambda: self._ask_sts(signed, remaining))
+            return _refusal(f"AWS IAM credentials refused: {exc}")
+        arn = self.cache.get_bounded("iam-sts:" + digest(raw),
+                                     lambda: self._ask_sts(signed, remaining))
         if isinstance(arn, Refusal):
             return arn
         workspace = (headers.get(_WORKSPACE) or "").strip()
         return self.cache.get("iam-id:" + digest(arn, workspace),
-                              lambda: (self._identity(arn, workspace), None))
+                              lambda: self._identity(arn, workspace))
 
     def _check(self, signed: SignedRequest) -> float:
         """Checks of our own; returns the seconds the signature stays acceptable."""
@@ -137,7 +143,7 @@ class IamMethod:
     def _ask_sts(self, signed: SignedRequest, remaining: float
                  ) -> tuple[str | Refusal, float | None]:
         if not self.gate.try_enter():
-            return BUSY, 0
+            return busy(METHOD), 0
         try:
             return self._replay(signed, remaining)
         finally:
@@ -154,33 +160,33 @@ class IamMethod:
                                   timeout=STS_TIMEOUT_SECONDS, allow_redirects=False)
         except requests.RequestException as exc:
             _logger.warning("AWS STS at %s unreachable: %s", self.endpoint, type(exc).__name__)
-            return Refusal("AWS STS could not be reached to verify the IAM identity"), 0
+            return _refusal("AWS STS could not be reached to verify the IAM identity"), 0
         if response.status_code >= 500 or response.status_code in (429, 503):
             _logger.warning("AWS STS at %s answered HTTP %s", self.endpoint, response.status_code)
-            return Refusal("AWS STS failed to verify the IAM identity; retry"), 0
+            return _refusal("AWS STS failed to verify the IAM identity; retry"), 0
         if response.status_code != 200:
             code = sts_error_code(response.content)
-            return Refusal(f"AWS STS refused the signed request ({code})"), None
+            return _refusal(f"AWS STS refused the signed request ({code})"), None
         try:
             return normalize_arn(arn_from_sts(response.content)), remaining
         except (IamError, MlflowException) as exc:
             message = exc.message if isinstance(exc, MlflowException) else str(exc)
-            return Refusal(f"AWS IAM identity not usable: {message}"), None
+            return _refusal(f"AWS IAM identity not usable: {message}"), None
 
     def _identity(self, arn: str, workspace: str) -> Identity | Refusal:
         bindings = self.bindings.lookup(arn)
         principal = iam_principal(arn)
         admin = self.registry.is_platform_admin(principal)
         if workspace in bindings:
-            return Identity(principal, workspace, bindings[workspace], admin, "iam")
+            return Identity(principal, workspace, bindings[workspace], admin, METHOD)
         if len(bindings) == 1:
             (tenant, role), = bindings.items()
-            return Identity(principal, tenant, role, admin, "iam")
+            return Identity(principal, tenant, role, admin, METHOD)
         if admin:
-            return Identity(principal, None, None, True, "iam")
+            return Identity(principal, None, None, True, METHOD)
         if not bindings:
-            return Refusal(f"AWS identity {arn} is not bound to a tenant: a platform admin "
+            return _refusal(f"AWS identity {arn} is not bound to a tenant: a platform admin "
                            f"can bind it with 'mlflow-tenants iam bind TENANT {arn} --role ROLE'")
-        return Refusal(f"AWS identity {arn} is bound to several tenants "
+        return _refusal(f"AWS identity {arn} is bound to several tenants "
                        f"({', '.join(sorted(bindings))}): name one with MLFLOW_WORKSPACE "
                        "or the tenant of your profile")

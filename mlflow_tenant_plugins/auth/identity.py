@@ -6,28 +6,22 @@ any handler runs; handlers of ours ask here who the caller is and which tenant i
 
 from __future__ import annotations
 
-from flask import g, request
+from flask import request
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import PERMISSION_DENIED, UNAUTHENTICATED
 from mlflow.utils.workspace_utils import WORKSPACE_HEADER_NAME
 
+from mlflow_tenant_plugins.auth.engine import authenticate_current_request, set_identity
 from mlflow_tenant_plugins.tenancy.entities import Identity
 from mlflow_tenant_plugins.tenancy.roles import Role
 
-_G_KEY = "mlt_identity"
-
-
-def set_identity(identity: Identity) -> None:
-    setattr(g, _G_KEY, identity)
+__all__ = ["current_identity", "current_tenant", "require_platform_admin", "require_role",
+           "set_identity"]
 
 
 def current_identity() -> Identity:
     """The caller; raises 401 when the request carries no verified identity."""
-    identity = getattr(g, _G_KEY, None)
-    if identity is None:
-        from mlflow_tenant_plugins.auth.engine import authenticate_current_request
-
-        identity = authenticate_current_request()
+    identity = authenticate_current_request()
     if identity is None:
         raise MlflowException("authentication required", UNAUTHENTICATED)
     return identity

@@ -15,8 +15,8 @@ import anyio
 from mlflow.server.auth import is_unprotected_route
 from mlflow.utils.workspace_utils import WORKSPACE_HEADER_NAME
 
-from mlflow_tenant_plugins.auth.authenticator import Authenticator, Refusal
-from mlflow_tenant_plugins.auth.engine import unauthenticated_body
+from mlflow_tenant_plugins.auth.authenticator import Authenticator
+from mlflow_tenant_plugins.auth.base import Refusal, unauthenticated_body
 from mlflow_tenant_plugins.routes import is_platform_only, static_prefix
 
 _WS_HEADER = WORKSPACE_HEADER_NAME.lower().encode()

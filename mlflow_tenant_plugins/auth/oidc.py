@@ -27,15 +27,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from mlflow_tenant_plugins.auth.authenticator import Refusal
-from mlflow_tenant_plugins.auth.methods import (
-    BUSY,
-    MethodCache,
-    OutboundGate,
-    digest,
-    external_identity,
-    parse_role,
-)
+from mlflow_tenant_plugins.auth.base import OutboundGate, Refusal, busy, digest
+from mlflow_tenant_plugins.auth.external import external_identity, parse_role
+from mlflow_tenant_plugins.auth.ttl_cache import TtlCache
 from mlflow_tenant_plugins.config import ConfigError, Settings
 from mlflow_tenant_plugins.tenancy import TenantRegistry
 from mlflow_tenant_plugins.tenancy.entities import Identity
@@ -43,6 +37,7 @@ from mlflow_tenant_plugins.tenancy.roles import Role
 
 _logger = logging.getLogger(__name__)
 
+METHOD = "oidc"
 HEADER = "x-amzn-oidc-data"
 PRINCIPAL_PREFIX = "oidc:"  # keeps asserted names apart from key and admin principals
 MAX_TOKEN_CHARS = 16_384
@@ -52,6 +47,10 @@ _SEGMENT = re.compile(r"^[A-Za-z0-9_+/-]*={0,2}$")
 _ALB_REGION = re.compile(r"^arn:aws[a-z-]*:elasticloadbalancing:([a-z0-9-]+):")
 
 Fetch = Callable[[str], requests.Response]
+
+
+def _refusal(reason: str) -> Refusal:
+    return Refusal(reason, method=METHOD)
 
 
 class TokenError(ValueError):
@@ -192,7 +191,7 @@ class AlbKeys:
 class AlbOidcMethod:
     """``x-amzn-oidc-data`` -> the identity its claims name, provisioned on first sight."""
 
-    def __init__(self, settings: Settings, registry: TenantRegistry, cache: MethodCache,
+    def __init__(self, settings: Settings, registry: TenantRegistry, cache: TtlCache,
                  keys: AlbKeys | None = None):
         if not settings.alb_arns:
             raise ConfigError("auth method 'oidc' needs alb_arns (MLFLOW_TENANT_ALB_ARNS): "
@@ -207,34 +206,33 @@ class AlbOidcMethod:
         raw = headers.get(HEADER)
         if not raw:
             return None
-        return self.cache.get("oidc:" + digest(raw), lambda: self._verify(raw))
+        return self.cache.get_bounded("oidc:" + digest(raw), lambda: self._verify(raw))
 
     def _verify(self, raw: str) -> tuple[Identity | Refusal, float | None]:
         try:
             token = parse_token(raw)
             expires = self._check(token)
         except KeysBusy:
-            return BUSY, 0
+            return busy(METHOD), 0
         except KeyUnavailable as exc:
-            return Refusal(f"invalid ALB OIDC token: {exc}"), 0
+            return _refusal(f"invalid ALB OIDC token: {exc}"), 0
         except TokenError as exc:
-            return Refusal(f"invalid ALB OIDC token: {exc}"), None
+            return _refusal(f"invalid ALB OIDC token: {exc}"), None
         s = self.settings
         subject = token.claims.get(s.alb_principal_claim)
         if not isinstance(subject, str) or not subject.strip():
-            return Refusal(f"ALB OIDC token has no '{s.alb_principal_claim}' claim"), None
+            return _refusal(f"ALB OIDC token has no '{s.alb_principal_claim}' claim"), None
         tenant = token.claims.get(s.alb_tenant_claim)
         if tenant is not None and not isinstance(tenant, str):
-            return Refusal(f"ALB OIDC token's '{s.alb_tenant_claim}' claim is not a string"), None
+            return _refusal(f"ALB OIDC token's '{s.alb_tenant_claim}' claim is not a string"), None
         role = parse_role(token.claims.get(s.alb_role_claim, Role.VIEWER.value),
-                          f"ALB OIDC token's '{s.alb_role_claim}' claim")
+                          f"ALB OIDC token's '{s.alb_role_claim}' claim", METHOD)
         if isinstance(role, Refusal):
             return role, None
         principal = PRINCIPAL_PREFIX + subject.strip()
         identity = self.cache.get(
             "oidc-id:" + digest(principal, tenant or "", role.value),
-            lambda: (external_identity(self.registry, principal, tenant or None, role, "oidc"),
-                     None))
+            lambda: external_identity(self.registry, principal, tenant or None, role, METHOD))
         return identity, max(expires - time.time(), 0)
 
     def _check(self, token: AlbToken) -> float:

@@ -17,13 +17,9 @@ from collections.abc import Mapping
 
 from cachetools import LRUCache
 
-from mlflow_tenant_plugins.auth.authenticator import Refusal
-from mlflow_tenant_plugins.auth.methods import (
-    MethodCache,
-    digest,
-    external_identity,
-    parse_role,
-)
+from mlflow_tenant_plugins.auth.base import Refusal, digest
+from mlflow_tenant_plugins.auth.external import external_identity, parse_role
+from mlflow_tenant_plugins.auth.ttl_cache import TtlCache
 from mlflow_tenant_plugins.config import ConfigError, Settings
 from mlflow_tenant_plugins.tenancy import TenantRegistry
 from mlflow_tenant_plugins.tenancy.entities import Identity
@@ -31,6 +27,7 @@ from mlflow_tenant_plugins.tenancy.roles import Role
 
 _logger = logging.getLogger(__name__)
 
+METHOD = "proxy"
 PRINCIPAL_PREFIX = "proxy:"  # keeps asserted names apart from key and admin principals
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -59,7 +56,7 @@ def is_trusted(client_addr: str | None, networks: tuple[Network, ...]) -> bool:
 
 
 class TrustedProxyMethod:
-    def __init__(self, settings: Settings, registry: TenantRegistry, cache: MethodCache):
+    def __init__(self, settings: Settings, registry: TenantRegistry, cache: TtlCache):
         self.networks = parse_networks(settings.proxy_addresses)
         if not self.networks:
             raise ConfigError("auth method 'proxy' needs proxy_addresses "
@@ -81,17 +78,17 @@ class TrustedProxyMethod:
             return None
         user = user.strip()
         if not user:
-            return Refusal(f"the proxy sent an empty {self.user_header} header")
+            return Refusal(f"the proxy sent an empty {self.user_header} header", method=METHOD)
         tenant = (headers.get(self.tenant_header) or "").strip() or None
         role_value = (headers.get(self.role_header) or "").strip() or Role.VIEWER.value
         key = "proxy:" + digest(user, tenant or "", role_value)
-        return self.cache.get(key, lambda: (self._identity(user, tenant, role_value), None))
+        return self.cache.get(key, lambda: self._identity(user, tenant, role_value))
 
     def _identity(self, user: str, tenant: str | None, role_value: str) -> Identity | Refusal:
-        role = parse_role(role_value, f"the proxy's {self.role_header} header")
+        role = parse_role(role_value, f"the proxy's {self.role_header} header", METHOD)
         if isinstance(role, Refusal):
             return role
-        return external_identity(self.registry, PRINCIPAL_PREFIX + user, tenant, role, "proxy")
+        return external_identity(self.registry, PRINCIPAL_PREFIX + user, tenant, role, METHOD)
 
     def _warn_once(self, client_addr: str | None) -> None:
         if client_addr not in self._warned:

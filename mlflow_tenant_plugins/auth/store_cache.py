@@ -11,11 +11,9 @@ worker that made it (every write through a cached store clears its cache). Faile
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from typing import Any
 
-from cachetools import TTLCache
+from mlflow_tenant_plugins.auth.ttl_cache import TtlCache
 
 _WRITE_PREFIXES = ("create_", "update_", "delete_", "assign_", "unassign_", "add_", "remove_",
                    "grant_", "revoke_", "set_", "rename_")
@@ -26,22 +24,10 @@ class _ReadCache:
 
     def __init__(self, store: Any, ttl_seconds: float, maxsize: int = 20_000):
         self._store = store
-        self._cache: TTLCache = TTLCache(maxsize=maxsize, ttl=ttl_seconds)
-        self._lock = threading.Lock()
-
-    def _cached(self, key: tuple, compute: Callable[[], Any]) -> Any:
-        with self._lock:
-            hit = self._cache.get(key)
-        if hit is not None:
-            return hit
-        value = compute()  # exceptions are not cached
-        with self._lock:
-            self._cache[key] = value
-        return value
+        self._cache = TtlCache(ttl_seconds, maxsize=maxsize)
 
     def clear(self) -> None:
-        with self._lock:
-            self._cache.clear()
+        self._cache.clear()
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._store, name)
@@ -61,11 +47,11 @@ class CachedAuthStore(_ReadCache):
     """MLflow's basic-auth store: users and their grants."""
 
     def get_user(self, username: str) -> Any:
-        return self._cached(("user", username), lambda: self._store.get_user(username))
+        return self._cache.get(("user", username), lambda: self._store.get_user(username))
 
     def list_grants(self, user_id: int, workspace: str, resource_types) -> list:
         key = ("grants", user_id, workspace, frozenset(resource_types or ()))
-        rows = self._cached(key, lambda: tuple(
+        rows = self._cache.get(key, lambda: tuple(
             self._store.list_grants(user_id, workspace, resource_types)))
         return list(rows)
 
@@ -74,8 +60,8 @@ class CachedWorkspaceStore(_ReadCache):
     """MLflow's workspace store, as every request's workspace resolution reads it."""
 
     def get_workspace(self, workspace_name: str) -> Any:
-        return self._cached(("workspace", workspace_name),
-                            lambda: self._store.get_workspace(workspace_name))
+        return self._cache.get(("workspace", workspace_name),
+                               lambda: self._store.get_workspace(workspace_name))
 
 
 def cache_workspace_resolution(ttl_seconds: float) -> None:

@@ -23,7 +23,6 @@ def install(app: Any, settings: Any, registry: Any) -> None:
 
     if prometheus_enabled():
         app.add_middleware(MetricsMiddleware, metrics=get_metrics(),
-                           usage=lambda: snapshot(registry),
-                           proxy_user_header=settings.proxy_user_header)
+                           usage=lambda: snapshot(registry))
     if "publisher" not in _started:
         _started["publisher"] = start_periodic(registry, settings)

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
 
-from mlflow_tenant_plugins.auth.authenticator import Refusal
+from mlflow_tenant_plugins.auth.base import NO_METHOD, Refusal
 from mlflow_tenant_plugins.tenancy.entities import Identity
-from mlflow_tenant_plugins.wire import API_PREFIX, DEPLOYMENTS_PREFIX, IAM_HEADER
+from mlflow_tenant_plugins.wire import API_PREFIX, DEPLOYMENTS_PREFIX, QUOTA_FIELD
 
 # Tenant label for callers that are not a tenant's.
 PLATFORM = "_platform"  # a platform admin (acting anywhere)
@@ -40,10 +39,9 @@ ROUTE_GROUP_NAMES = (*(g for g, _ in ROUTE_GROUPS), OTHER)
 
 # Quotas a RESOURCE_EXHAUSTED refusal may name (tenancy.usage.RESOURCES plus deploy-time checks).
 QUOTAS = ("storage_bytes", "endpoints", "instances", "instances_per_endpoint")
+# Only for the one refusal that does not name its quota in wire.QUOTA_FIELD yet: the
+# deployment service's instances_per_endpoint check raises a plain MlflowException.
 _QUOTA_IN_MESSAGE = re.compile(r":\s*([a-z_]+) limit is")
-
-# Authentication methods, told apart by the credential a refused request carried.
-AUTH_METHODS = ("key", "iam", "oidc", "proxy", "none")
 
 
 def route_group(path: str) -> str:
@@ -80,19 +78,14 @@ def quota_refused(body: bytes) -> str | None:
         return None
     if not isinstance(data, dict) or data.get("error_code") != "RESOURCE_EXHAUSTED":
         return None
-    match = _QUOTA_IN_MESSAGE.search(str(data.get("message", "")))
-    return match.group(1) if match and match.group(1) in QUOTAS else OTHER
+    named = data.get(QUOTA_FIELD)
+    if named is None:
+        match = _QUOTA_IN_MESSAGE.search(str(data.get("message", "")))
+        named = match.group(1) if match else None
+    return named if named in QUOTAS else OTHER
 
 
-def auth_method(headers: Mapping[str, str], proxy_user_header: str = "x-forwarded-user") -> str:
-    """Which method a refused request tried, from the credential headers it carried
-    (lower-case names), in the order the methods' headers are most specific."""
-    if IAM_HEADER.lower() in headers:
-        return "iam"
-    if "x-amzn-oidc-data" in headers:
-        return "oidc"
-    if headers.get("authorization"):
-        return "key"
-    if proxy_user_header.lower() in headers:
-        return "proxy"
-    return "none"
+def auth_method(result: Identity | Refusal | None) -> str:
+    """The method that decided a request's authentication, as the result records it
+    ("none" when no method found credentials, or nothing was authenticated)."""
+    return (result.method if result is not None else "") or NO_METHOD

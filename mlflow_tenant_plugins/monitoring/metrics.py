@@ -22,7 +22,7 @@ from collections.abc import Callable
 import anyio
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
-from mlflow_tenant_plugins.auth.authenticator import Refusal
+from mlflow_tenant_plugins.auth.base import Refusal
 from mlflow_tenant_plugins.monitoring import labels
 from mlflow_tenant_plugins.monitoring.snapshot import TenantUsage
 from mlflow_tenant_plugins.tenancy.entities import Identity
@@ -77,14 +77,13 @@ class TenantMetrics:
         self._known: set[str] = set()
 
     def observe(self, result: Identity | Refusal | None, status: int, path: str,
-                seconds: float, headers: dict[str, str], body: bytes,
-                proxy_user_header: str = "x-forwarded-user") -> None:
+                seconds: float, body: bytes) -> None:
         tenant = labels.tenant_label(result)
         group = labels.route_group(path)
         self.requests.labels(tenant, group, labels.status_class(status)).inc()
         self.latency.labels(tenant, group).observe(seconds)
         if status == 401:
-            self.auth_failures.labels(labels.auth_method(headers, proxy_user_header)).inc()
+            self.auth_failures.labels(labels.auth_method(result)).inc()
         elif status == 403:
             self.permission_denials.labels(tenant, group).inc()
         elif status == QUOTA_HTTP_STATUS:
@@ -125,7 +124,7 @@ class MetricsMiddleware:
     second per worker, off the event loop). Observing never fails a request."""
 
     def __init__(self, app, metrics: TenantMetrics, usage: Callable[[], list[TenantUsage]],
-                 proxy_user_header: str = "x-forwarded-user", min_refresh_seconds: float = 1.0):
+                 min_refresh_seconds: float = 1.0):
         # Imported here: importing mlflow.server.auth reads basic-auth's config.
         from mlflow.server.auth import is_unprotected_route
 
@@ -136,7 +135,6 @@ class MetricsMiddleware:
         self.app = app
         self.metrics = metrics
         self.usage = usage
-        self.proxy_user_header = proxy_user_header.lower()
         self.min_refresh_seconds = min_refresh_seconds
         self._refreshed = 0.0
         self._refresh_lock = threading.Lock()
@@ -174,10 +172,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, observed)
         finally:
             try:
-                headers = {k.decode("latin-1").lower(): v.decode("latin-1")
-                           for k, v in scope.get("headers", [])} if status == 401 else {}
                 self.metrics.observe(scope.get(self.scope_key), status, path,
-                                     time.perf_counter() - started, headers, bytes(body),
-                                     self.proxy_user_header)
+                                     time.perf_counter() - started, bytes(body))
             except Exception:
                 _logger.exception("could not record request metrics")

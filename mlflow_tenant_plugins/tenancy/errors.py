@@ -19,6 +19,7 @@ from mlflow.exceptions import ERROR_CODE_TO_HTTP_STATUS, MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_EXHAUSTED, ErrorCode
 
 from mlflow_tenant_plugins.tenancy.quotas import format_size
+from mlflow_tenant_plugins.wire import QUOTA_FIELD
 
 QUOTA_HTTP_STATUS = 409
 QUOTA_ERROR_CODE = ErrorCode.Name(RESOURCE_EXHAUSTED)
@@ -43,7 +44,9 @@ def _describe(resource: str, n: int) -> str:
 
 
 class QuotaExceeded(MlflowException):
-    """409 ``RESOURCE_EXHAUSTED`` naming the quota, its limit and the current use."""
+    """409 ``RESOURCE_EXHAUSTED`` naming the quota, its limit and the current use; the JSON
+    body also names the quota in :data:`~mlflow_tenant_plugins.wire.QUOTA_FIELD`, for
+    monitoring (and scripts) to read without parsing the message."""
 
     def __init__(self, tenant: str, resource: str, requested: int, used: int, limit: int,
                  note: str = ""):
@@ -55,6 +58,7 @@ class QuotaExceeded(MlflowException):
             f"this request needs {_describe(resource, requested)} ({requested}) more"
             + (f" ({note})" if note else ""),
             RESOURCE_EXHAUSTED,
+            **{QUOTA_FIELD: resource},
         )
 
     def get_http_status_code(self) -> int:

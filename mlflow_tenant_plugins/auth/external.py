@@ -1,0 +1,67 @@
+"""Identities asserted by an authority we trust (the ALB's OIDC claims, a trusted proxy's
+headers), mapped onto the registry. Shared by the ``oidc`` and ``proxy`` methods."""
+
+from __future__ import annotations
+
+import logging
+
+from mlflow.exceptions import MlflowException
+
+from mlflow_tenant_plugins.auth.base import Refusal
+from mlflow_tenant_plugins.tenancy import TenantRegistry
+from mlflow_tenant_plugins.tenancy.entities import Identity
+from mlflow_tenant_plugins.tenancy.registry import validate_principal_name
+from mlflow_tenant_plugins.tenancy.roles import Role
+
+_logger = logging.getLogger(__name__)
+
+NO_TENANT_REASON = "this identity is not bound to an active tenant"
+
+
+def parse_role(value: object, source: str, method: str = "") -> Role | Refusal:
+    try:
+        return Role(str(value).strip().lower())
+    except ValueError:
+        return Refusal(f"{source} is not a role (valid: {', '.join(r.value for r in Role)})",
+                       method=method)
+
+
+def external_identity(registry: TenantRegistry, principal: str, tenant: str | None,
+                      role: Role, method: str) -> Identity | Refusal:
+    """The identity an authority we trust (the ALB, the proxy) asserts, provisioned on
+    first sight: the principal gets a basic-auth user and the asserted role in the tenant,
+    so MLflow's engine authorizes it like any other principal.
+
+    Without a tenant the principal's single existing binding is used (or, for a platform
+    admin, none). Refusals do not say whether the tenant exists.
+    """
+    no_tenant = Refusal(NO_TENANT_REASON, method=method)
+    try:
+        validate_principal_name(principal)
+    except MlflowException:
+        return Refusal(f"the {method} identity is not a valid principal name", method=method)
+    admin = registry.is_platform_admin(principal)
+    bindings = registry.bindings_of(principal)
+    if tenant is None:
+        if admin:
+            return Identity(principal, None, None, True, method)
+        if len(bindings) == 1:
+            (only, its_role), = bindings.items()
+            return Identity(principal, only, its_role, False, method)
+        return Refusal(f"the {method} identity names no tenant", method=method)
+    if bindings.get(tenant) != role:
+        try:
+            if not registry.get_tenant(tenant).active:
+                return no_tenant
+            registry.bind(principal, tenant, role)
+        except MlflowException:
+            return no_tenant
+        except Exception:
+            # Another worker provisioning the same principal at the same moment loses a
+            # unique-constraint race; what it wanted is then in place.
+            if registry.bindings_of(principal).get(tenant) != role:
+                raise
+        _logger.info("provisioned %s principal %s as %s in tenant %s",
+                     method, principal, role.value, tenant)
+    return Identity(principal, tenant, role, admin, method)
+

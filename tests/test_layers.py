@@ -1,0 +1,128 @@
+"""The package's layers, read from the source: which module may import which.
+
+Every ``import`` and ``from … import`` of every module is read from its syntax tree, those
+inside functions included (a lazy import is still a dependency), so these checks cost no
+import and see what a reviewer would. The rules (docs/architecture.md):
+
+- ``wire.py`` — the protocol between a tenant's machine and the server — imports nothing of
+  the package and only the standard library;
+- ``client/`` — what runs on a tenant's machine — imports only itself and ``wire``, and no
+  Flask, SQLAlchemy or Alembic;
+- nothing outside ``client/`` imports ``client/``: server code shares the wire, not the client;
+- inside ``auth/`` imports run one way: no module reaches itself through others.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PACKAGE = "mlflow_tenant_plugins"
+ROOT = Path(__file__).resolve().parent.parent / PACKAGE
+SERVER_LIBRARIES = ("flask", "sqlalchemy", "alembic", "werkzeug")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in sorted(ROOT.rglob("*.py"))}
+
+
+def imports_of(name: str) -> set[str]:
+    """Every module ``name`` imports, wherever in the file; ``from pkg import mod`` counts as
+    ``pkg.mod`` when that is a module of the package."""
+    path = MODULES[name]
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[:len(anchor) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names
+                         if f"{base}.{alias.name}" in MODULES)
+    return found
+
+
+def _under(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def _ours(found: set[str]) -> set[str]:
+    return {m for m in found if _under(m, PACKAGE) and m != PACKAGE}
+
+
+def _modules_under(prefix: str) -> Iterator[str]:
+    return (m for m in MODULES if _under(m, prefix))
+
+
+def test_the_source_tree_is_where_the_checks_look() -> None:
+    assert f"{PACKAGE}.wire" in MODULES and f"{PACKAGE}.auth.authenticator" in MODULES
+    assert len(list(_modules_under(f"{PACKAGE}.client"))) >= 3
+
+
+def test_wire_imports_nothing_of_the_package_and_only_the_standard_library() -> None:
+    found = imports_of(f"{PACKAGE}.wire")
+    assert not _ours(found)
+    outside = {m for m in found if m.split(".")[0] not in sys.stdlib_module_names
+               and m != "__future__"}
+    assert not outside, f"wire.py imports {sorted(outside)}: keep it standard library only"
+
+
+@pytest.mark.parametrize("name", sorted(_modules_under(f"{PACKAGE}.client")))
+def test_client_modules_import_only_the_client_and_the_wire(name: str) -> None:
+    found = imports_of(name)
+    ours = {m for m in _ours(found) if not _under(m, f"{PACKAGE}.client")
+            and m != f"{PACKAGE}.wire"}
+    assert not ours, f"{name} (runs on a tenant's machine) imports {sorted(ours)}"
+    libraries = {m for m in found if m.split(".")[0] in SERVER_LIBRARIES}
+    assert not libraries, f"{name} (runs on a tenant's machine) imports {sorted(libraries)}"
+
+
+def test_nothing_outside_the_client_imports_the_client() -> None:
+    offenders = {name: sorted(m for m in imports_of(name) if _under(m, f"{PACKAGE}.client"))
+                 for name in MODULES if not _under(name, f"{PACKAGE}.client")}
+    offenders = {k: v for k, v in offenders.items() if v}
+    assert not offenders, (
+        f"server-side modules import client/: {offenders}; share constants and formats "
+        "through mlflow_tenant_plugins.wire instead")
+
+
+def _cycle_through(start: str, graph: dict[str, set[str]]) -> list[str] | None:
+    """A path start -> … -> start in ``graph``, or None."""
+    stack: list[tuple[str, list[str]]] = [(n, [start, n]) for n in sorted(graph[start])]
+    seen: set[str] = set()
+    while stack:
+        node, path = stack.pop()
+        if node == start:
+            return path
+        if node in seen:
+            continue
+        seen.add(node)
+        stack.extend((n, [*path, n]) for n in sorted(graph.get(node, ())))
+    return None
+
+
+def test_cycle_finder_finds_a_cycle_and_only_a_cycle() -> None:
+    assert _cycle_through("a", {"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle_through("a", {"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_no_import_cycles_inside_auth() -> None:
+    auth = f"{PACKAGE}.auth"
+    inside = [m for m in _modules_under(auth) if m != auth]
+    graph = {m: {i for i in imports_of(m) if i in inside and i != m} for m in inside}
+    cycles = [c for m in inside if (c := _cycle_through(m, graph))]
+    assert not cycles, "auth/ modules import each other in circles: " + "; ".join(
+        " -> ".join(p.removeprefix(auth + ".") for p in c) for c in cycles)
