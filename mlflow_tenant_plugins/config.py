@@ -79,6 +79,11 @@ class Settings:
     alb_tenant_claim: str = "custom:tenant"
     # Claim naming the user's role in that tenant (viewer when absent).
     alb_role_claim: str = "custom:role"
+    # Where the tenant role of an ALB OIDC or trusted-proxy identity comes from: "registry"
+    # (only who the user is comes from the token or headers; roles from ``member bind``) or
+    # "asserted" (the token's or proxy's tenant and role claims are provisioned on first
+    # sight: only when every such claim and header is set by the platform, never the user).
+    external_roles: str = "registry"
     # Trusted proxy headers, accepted only from these client addresses.
     proxy_addresses: tuple[str, ...] = ()
     # Header in which the trusted proxy names the user.

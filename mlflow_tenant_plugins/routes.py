@@ -79,13 +79,31 @@ def _candidates(path: str, prefix: str) -> set[str]:
     return found
 
 
+# MLflow's own account and permission management (users, roles, role grants and
+# assignments). The registry is the only writer of MLflow's permission tables: it mirrors
+# tenants, bindings and principals into them, so a change made here directly would not be
+# what the platform believes (``member list``, live authority), and ``users/list`` names every
+# principal of every tenant to any workspace member. Tenants manage members through
+# ``/api/2.0/tenants/members/…``. A caller may still read who it is.
+ACCOUNT_PREFIXES = tuple(
+    f"/{api}/{version}/mlflow/{kind}/"
+    for api in ("api", "ajax-api") for version in ("2.0", "3.0") for kind in ("users", "roles")
+)
+SELF_SERVICE_SUFFIXES = ("/mlflow/users/current", "/mlflow/users/current/permissions")
+
+
+def _is_account_management(p: str) -> bool:
+    return p.startswith(ACCOUNT_PREFIXES) and not p.endswith(SELF_SERVICE_SUFFIXES)
+
+
 def is_platform_only(path: str, static_prefix: str) -> bool:
     """Whether ``path`` reaches a route reserved for platform admins, however it is spelled
     (percent-encoding, repeated or trailing slashes, case, dot segments) and with or without
     the server's ``--static-prefix``. Errs towards True: a false positive costs a tenant a
     403 on a malformed path, a false negative hands a tenant a server-wide setting."""
     for p in _candidates(path, static_prefix):
-        if p in PLATFORM_ONLY_PATHS or p.startswith(PLATFORM_ONLY_PREFIXES):
+        if p in PLATFORM_ONLY_PATHS or p.startswith(PLATFORM_ONLY_PREFIXES) \
+                or _is_account_management(p):
             return True
     return False
 

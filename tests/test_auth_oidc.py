@@ -75,6 +75,9 @@ def oidc_server(tmp_path_factory, key_server: KeyServer) -> Iterator[MlflowServe
     server = start_mlflow_server(tmp_path_factory.mktemp("oidc-server"), extra_env={
         "MLFLOW_TENANT_AUTH_METHODS": "oidc,key",
         "MLFLOW_TENANT_ALB_ARNS": ALB_ARN,
+        # These tests exercise provisioning from asserted claims; the default ("registry")
+        # is covered in tests/test_trust_rules.py.
+        "MLFLOW_TENANT_EXTERNAL_ROLES": "asserted",
         "MLFLOW_TENANT_ALB_PUBLIC_KEY_URL": key_server.url + "/{region}/{kid}",
     })
     yield server

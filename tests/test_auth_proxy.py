@@ -28,6 +28,9 @@ def proxy_server(tmp_path_factory) -> Iterator[MlflowServer]:
     server = start_mlflow_server(tmp_path_factory.mktemp("proxy-server"), extra_env={
         "MLFLOW_TENANT_AUTH_METHODS": "proxy,key",
         "MLFLOW_TENANT_PROXY_ADDRESSES": "10.20.0.0/16, 127.0.0.1",
+        # These tests exercise provisioning from asserted claims; the default ("registry")
+        # is covered in tests/test_trust_rules.py.
+        "MLFLOW_TENANT_EXTERNAL_ROLES": "asserted",
     })
     yield server
     stop_mlflow_server(server)

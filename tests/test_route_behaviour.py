@@ -54,6 +54,13 @@ PLATFORM_ONLY_PROBES = [
     ("POST", "/ajax-api/2.0/mlflow/gateway-proxy", {"gateway_path": "api/2.0/endpoints/"}),
     ("GET", "/ajax-api/3.0/mlflow/assistant/config", None),
     ("PUT", "/ajax-api/3.0/mlflow/assistant/config", {}),
+    # MLflow's account management: the registry is the only writer of its tables, and
+    # users/list names every tenant's principals to any workspace member.
+    ("GET", "/api/2.0/mlflow/users/list", None),
+    ("GET", "/ajax-api/2.0/mlflow/users/list", None),
+    ("POST", "/api/2.0/mlflow/users/create", {"username": "oidc:x", "password": "p"}),
+    ("GET", "/api/3.0/mlflow/roles/list?workspace=default", None),
+    ("POST", "/api/3.0/mlflow/roles/create", {"name": "r", "workspace": "default"}),
 ]
 
 

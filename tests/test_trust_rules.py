@@ -286,3 +286,94 @@ def test_revoking_another_tenants_key_answers_as_an_unknown_key_does(world):
                         body["message"].replace(key_id, "ID")))
     assert answers[0] == answers[1] and answers[0][0] == 404, answers
     assert reg.get_key(foreign.key_id).revoked_at is None
+
+
+# -- asserted identities take roles from the registry by default ----------------------------
+@pytest.fixture
+def local_registry(tmp_path):
+    from mlflow_tenant_plugins.tenancy import TenantRegistry
+
+    registry = TenantRegistry(f"sqlite:///{tmp_path}/registry.db")
+    registry.create_tenant("acme")
+    registry.create_tenant("globex")
+    return registry
+
+
+def test_an_asserted_role_grants_nothing_the_registry_did_not(local_registry):
+    from mlflow_tenant_plugins.auth.authenticator import Refusal
+    from mlflow_tenant_plugins.auth.external import external_identity
+    from mlflow_tenant_plugins.tenancy.roles import Role
+
+    reg = local_registry
+    unbound = external_identity(reg, "proxy:mallory", "acme", Role.ADMIN, "proxy")
+    assert isinstance(unbound, Refusal)
+    assert reg.bindings_of("proxy:mallory") == {}  # nothing provisioned on first sight
+    reg.bind("proxy:bob", "acme", "viewer")
+    bob = external_identity(reg, "proxy:bob", "acme", Role.ADMIN, "proxy")
+    assert (bob.tenant, bob.role) == ("acme", Role.VIEWER)  # the registry's role, not the claim
+    assert isinstance(external_identity(reg, "proxy:bob", "globex", Role.VIEWER, "proxy"),
+                      Refusal)
+
+
+def test_asserted_mode_provisions_the_claimed_role(local_registry):
+    from mlflow_tenant_plugins.auth.external import external_identity
+    from mlflow_tenant_plugins.tenancy.roles import Role
+
+    carol = external_identity(local_registry, "oidc:carol", "acme", Role.EDITOR, "oidc",
+                              provision=True)
+    assert (carol.tenant, carol.role) == ("acme", Role.EDITOR)
+    assert local_registry.bindings_of("oidc:carol") == {"acme": Role.EDITOR}
+
+
+def test_an_unknown_external_roles_setting_stops_the_server_at_start():
+    from mlflow_tenant_plugins.auth.external import provisions
+    from mlflow_tenant_plugins.config import ConfigError, Settings
+
+    assert provisions(Settings()) is False
+    with pytest.raises(ConfigError, match="external_roles"):
+        provisions(Settings(external_roles="claims"))
+
+
+# -- authentication cannot stall a worker ---------------------------------------------------
+def test_unknown_kids_arriving_fast_hold_at_most_four_key_fetches():
+    """A caller sending tokens with fresh kids makes the server fetch keys; past four fetches in
+    flight the next caller is told to retry instead of queueing behind them."""
+    import threading
+
+    from mlflow_tenant_plugins.auth.base import MAX_OUTBOUND_CHECKS
+    from mlflow_tenant_plugins.auth.oidc import AlbKeys, KeysBusy
+
+    release, entered = threading.Event(), threading.Semaphore(0)
+
+    class Slow:
+        status_code = 404
+        content = b""
+
+    def fetch(_url):
+        entered.release()
+        release.wait(30)
+        return Slow()
+
+    keys = AlbKeys("http://127.0.0.1:9/{region}/{kid}", "us-east-1", fetch=fetch)
+    kids = [secrets.token_hex(8) for _ in range(MAX_OUTBOUND_CHECKS)]
+    outcomes: list[Exception] = []
+
+    def ask(kid: str) -> None:
+        try:
+            keys.get(kid)
+        except Exception as exc:  # the 404 for an unknown kid, once released
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=ask, args=(k,)) for k in kids]
+    for t in threads:
+        t.start()
+    for _ in kids:
+        assert entered.acquire(timeout=30)
+    with pytest.raises(KeysBusy):
+        keys.get(secrets.token_hex(8))
+    release.set()
+    for t in threads:
+        t.join(30)
+    assert keys.fetches == MAX_OUTBOUND_CHECKS
+    assert len(outcomes) == MAX_OUTBOUND_CHECKS and not any(
+        isinstance(e, KeysBusy) for e in outcomes)

@@ -8,6 +8,7 @@ import logging
 from mlflow.exceptions import MlflowException
 
 from mlflow_tenant_plugins.auth.base import Refusal
+from mlflow_tenant_plugins.config import ConfigError, Settings
 from mlflow_tenant_plugins.tenancy import TenantRegistry
 from mlflow_tenant_plugins.tenancy.entities import Identity
 from mlflow_tenant_plugins.tenancy.registry import validate_principal_name
@@ -16,6 +17,7 @@ from mlflow_tenant_plugins.tenancy.roles import Role
 _logger = logging.getLogger(__name__)
 
 NO_TENANT_REASON = "this identity is not bound to an active tenant"
+EXTERNAL_ROLES = ("registry", "asserted")
 
 
 def parse_role(value: object, source: str, method: str = "") -> Role | Refusal:
@@ -27,13 +29,18 @@ def parse_role(value: object, source: str, method: str = "") -> Role | Refusal:
 
 
 def external_identity(registry: TenantRegistry, principal: str, tenant: str | None,
-                      role: Role, method: str) -> Identity | Refusal:
-    """The identity an authority we trust (the ALB, the proxy) asserts, provisioned on
-    first sight: the principal gets a basic-auth user and the asserted role in the tenant,
-    so MLflow's engine authorizes it like any other principal.
+                      role: Role, method: str, provision: bool = False) -> Identity | Refusal:
+    """The identity an authority we trust (the ALB, the proxy) asserts.
 
-    Without a tenant the principal's single existing binding is used (or, for a platform
-    admin, none). Refusals do not say whether the tenant exists.
+    With ``provision`` off (``external_roles = "registry"``, the default) only *who* comes
+    from the assertion: the tenant names which of the principal's bindings to act in, and the
+    role is the registry's (``member bind``); an asserted role is ignored, so a user-writable
+    IdP attribute or a header the proxy forgot to strip grants nothing. With it on
+    (``"asserted"``) the principal is provisioned on first sight with the asserted tenant and
+    role — only for an IdP and proxy whose every claim and header the platform controls.
+
+    Without a tenant the principal's single binding is used (or, for a platform admin, none).
+    Refusals do not say whether the tenant exists.
     """
     no_tenant = Refusal(NO_TENANT_REASON, method=method)
     try:
@@ -49,6 +56,10 @@ def external_identity(registry: TenantRegistry, principal: str, tenant: str | No
             (only, its_role), = bindings.items()
             return Identity(principal, only, its_role, False, method)
         return Refusal(f"the {method} identity names no tenant", method=method)
+    if not provision:
+        if tenant not in bindings:
+            return no_tenant
+        return Identity(principal, tenant, bindings[tenant], admin, method)
     if bindings.get(tenant) != role:
         try:
             if not registry.get_tenant(tenant).active:
@@ -65,3 +76,10 @@ def external_identity(registry: TenantRegistry, principal: str, tenant: str | No
                      method, principal, role.value, tenant)
     return Identity(principal, tenant, role, admin, method)
 
+
+def provisions(settings: Settings) -> bool:
+    """Whether asserted identities are provisioned with their asserted tenant and role."""
+    if settings.external_roles not in EXTERNAL_ROLES:
+        raise ConfigError(f"external_roles must be one of {EXTERNAL_ROLES}, "
+                          f"got {settings.external_roles!r}")
+    return settings.external_roles == "asserted"

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from mlflow_tenant_plugins.auth.base import OutboundGate, Refusal, busy, digest
-from mlflow_tenant_plugins.auth.external import external_identity, parse_role
+from mlflow_tenant_plugins.auth.external import external_identity, parse_role, provisions
 from mlflow_tenant_plugins.auth.ttl_cache import TtlCache
 from mlflow_tenant_plugins.config import ConfigError, Settings
 from mlflow_tenant_plugins.tenancy import TenantRegistry
@@ -200,6 +200,7 @@ class AlbOidcMethod:
         self.registry = registry
         self.cache = cache
         self.keys = keys or AlbKeys(settings.alb_public_key_url, settings.alb_region)
+        self.provision = provisions(settings)
 
     def __call__(self, headers: Mapping[str, str], _addr: str | None
                  ) -> Identity | Refusal | None:
@@ -232,7 +233,8 @@ class AlbOidcMethod:
         principal = PRINCIPAL_PREFIX + subject.strip()
         identity = self.cache.get(
             "oidc-id:" + digest(principal, tenant or "", role.value),
-            lambda: external_identity(self.registry, principal, tenant or None, role, METHOD))
+            lambda: external_identity(self.registry, principal, tenant or None, role, METHOD,
+                                      provision=self.provision))
         return identity, max(expires - time.time(), 0)
 
     def _check(self, token: AlbToken) -> float:

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from cachetools import LRUCache
 
 from mlflow_tenant_plugins.auth.base import Refusal, digest
-from mlflow_tenant_plugins.auth.external import external_identity, parse_role
+from mlflow_tenant_plugins.auth.external import external_identity, parse_role, provisions
 from mlflow_tenant_plugins.auth.ttl_cache import TtlCache
 from mlflow_tenant_plugins.config import ConfigError, Settings
 from mlflow_tenant_plugins.tenancy import TenantRegistry
@@ -66,6 +66,7 @@ class TrustedProxyMethod:
         self.role_header = settings.proxy_role_header.lower()
         self.registry = registry
         self.cache = cache
+        self.provision = provisions(settings)
         self._warned: LRUCache = LRUCache(maxsize=256)
 
     def __call__(self, headers: Mapping[str, str], client_addr: str | None
@@ -88,7 +89,8 @@ class TrustedProxyMethod:
         role = parse_role(role_value, f"the proxy's {self.role_header} header", METHOD)
         if isinstance(role, Refusal):
             return role
-        return external_identity(self.registry, PRINCIPAL_PREFIX + user, tenant, role, METHOD)
+        return external_identity(self.registry, PRINCIPAL_PREFIX + user, tenant, role, METHOD,
+                                 provision=self.provision)
 
     def _warn_once(self, client_addr: str | None) -> None:
         if client_addr not in self._warned:
