@@ -7,8 +7,14 @@ and a key revoked through one instance is refused by the other within the cache 
 from __future__ import annotations
 
 import itertools
+import secrets
+import shutil
+import subprocess
+import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
+from pathlib import Path
 
 import pytest
 import requests
@@ -17,6 +23,7 @@ from tests.fixtures.postgres import create_database, drop_database, pg_url_for
 from tests.fixtures.servers import MlflowServer, start_mlflow_server, stop_mlflow_server
 
 TTL_SECONDS = 2.0
+CLI = shutil.which("mlflow-tenants", path=str(Path(sys.executable).parent))
 
 
 @pytest.fixture(scope="module")
@@ -37,22 +44,36 @@ def instances(pg_topology_url, moto_server, tmp_path_factory):
     moto_server.client("s3").create_bucket(Bucket=BUCKET)
     env = {"MLFLOW_TENANT_AUTH_CACHE_TTL_SECONDS": str(TTL_SECONDS), **moto_server.env(),
            "MLFLOW_TENANT_AWS_ENDPOINT_URL": moto_server.url}
-    first = start_mlflow_server(tmp_path_factory.mktemp("inst-a"), backend_uri=pg_fresh_url,
-                                workers=4, extra_env=env, artifacts_destination=DESTINATION)
     # Same secret for CSRF on every instance, as a deployment would configure it.
-    env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = first.env["MLFLOW_FLASK_SERVER_SECRET_KEY"]
-    try:
-        second = start_mlflow_server(tmp_path_factory.mktemp("inst-b"),
-                                     backend_uri=pg_fresh_url, workers=2, extra_env=env,
-                                     artifacts_destination=DESTINATION)
-    except Exception:
-        stop_mlflow_server(first)
-        raise
+    env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = secrets.token_hex(16)
+    # A new database, as an autoscaling group meets it: the documented deploy step first
+    # (`mlflow server` migrates MLflow's tracking schema before any plugin code, so outside
+    # the platform's lock), then both instances start at once.
+    upgrade = subprocess.run([CLI, "--db", pg_fresh_url, "db", "upgrade"], capture_output=True,
+                             text=True, timeout=300)
+    assert upgrade.returncode == 0, upgrade.stderr
+    with ThreadPoolExecutor(2) as pool:
+        starting = [
+            pool.submit(start_mlflow_server, tmp_path_factory.mktemp(f"inst-{tag}"),
+                        backend_uri=pg_fresh_url, workers=workers, extra_env=env,
+                        artifacts_destination=DESTINATION)
+            for tag, workers in (("a", 4), ("b", 2))
+        ]
+        wait(starting)
+    started = [f.result() for f in starting if f.exception() is None]
+    if len(started) < 2:
+        for server in started:
+            stop_mlflow_server(server)
+        raise next(f.exception() for f in starting if f.exception() is not None)
+    first, second = started
     _info, admin_key = first.registry.create_key(None, "admin", admin_label="ci")
     first.admin_key = second.admin_key = admin_key
     yield first, second
     stop_mlflow_server(second)
     stop_mlflow_server(first)
+    for server in (first, second):
+        log = server.process.log(tail=100_000)
+        assert "Traceback" not in log and "UniqueViolation" not in log, log[-4000:]
 
 
 def test_two_instances_serve_many_tenants_without_errors_or_leaks(instances):
