@@ -10,10 +10,12 @@ in-process.
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import os
 import subprocess
 import sys
+import tarfile
 import urllib.parse
 
 import pytest
@@ -94,6 +96,14 @@ def test_lifecycle_with_the_mlflow_deployments_cli(deploy_server, sagemaker_moto
     package = next(line for line in got.splitlines() if line.startswith("package: "))
     assert package.startswith(  # the platform's prefix, which no tenant's artifacts reach
         f"package: s3://{deploy_server.bucket}/root/platform/deployments/{tenant}/churn/")
+    # The server downloaded the tenant's own model into its scratch space and packaged it.
+    key_of_package = package.removeprefix(f"package: s3://{deploy_server.bucket}/")
+    tarball = sagemaker_moto.client("s3").get_object(Bucket=deploy_server.bucket,
+                                                     Key=key_of_package)["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(tarball)) as tar:
+        files = {os.path.basename(m.name): m for m in tar.getmembers() if m.isfile()}
+        assert "MLmodel" in files, sorted(files)
+        assert tar.extractfile(files["doubler.py"]).read().decode() == MODEL_CODE
     assert "'churn'" in _run(deploy_server, key, "deployments", "list", "-t",
                              "tenant-sagemaker").stdout
 
@@ -196,14 +206,13 @@ def test_a_model_uri_with_dot_segments_is_a_400_not_a_500(deploy_server):
 
 
 def test_a_tenant_admin_forging_deployment_records_through_the_artifact_proxy_changes_nothing(
-    deploy_server, sagemaker_moto, pyfunc_model, monkeypatch
+    deploy_server, sagemaker_moto, monkeypatch, tmp_path
 ):
     """Issue 13 finding 2, replayed: records used to be status.json files in the tenant's
     artifact prefix. A tenant admin writes forged ones there (a big reservation to give back,
     an operation 'in flight' until the year 2100) and tries the platform's package prefix;
-    the ledger, list, get, delete and the reconcile are unmoved. The deployment itself is made
-    by the platform's service in-process (same database, same emulator, the server's package
-    root); everything the tenant does goes through the real server."""
+    the ledger, list, get, delete and the reconcile are unmoved. Everything the tenant does,
+    its deployment included, goes through the real server; the reconcile is the admin's."""
     import boto3
     from mlflow.deployments import get_deploy_client
 
@@ -226,10 +235,11 @@ def test_a_tenant_admin_forging_deployment_records_through_the_artifact_proxy_ch
         aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"))
     service = DeploymentService(registry, settings, aws=aws,
                                 resolver=ModelResolver(allow_any_uri=True))
-    service.create(tenant, "churn", pyfunc_model, background=False)
+    _log_model(deploy_server, key, "churn", tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", deploy_server.url)
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", key)
     client = get_deploy_client("tenant-sagemaker")
+    client.create_deployment("churn", "models:/churn/1")
 
     def used() -> dict[str, int]:
         return {r: registry.ledger.get(tenant, r).used for r in ("endpoints", "instances")}

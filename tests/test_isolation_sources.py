@@ -400,3 +400,75 @@ def test_the_deployment_download_refuses_a_foreign_location_before_fetching(
                 "tenant-s3://bkt/root/workspaces/acme/1/models/m/artifacts"):
         resolver.fetch(own, str(tmp_path / "ok"), "acme")
     assert len(fetched) == 2
+
+
+def test_the_fence_admits_a_local_path_only_inside_the_servers_own_download_scratch(
+    tmp_path: Path,
+) -> None:
+    """The server's own download destination (a deployment's model) is no tenant's source:
+    inside a :func:`fence.server_scratch` block, and only there, MLflow may re-read it."""
+    import threading
+
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    (outside / "MLmodel").write_text("not yours")
+    with fence.server_scratch() as scratch:
+        own = f"{scratch}/workspaces/acme/1/models/m/artifacts"
+        os.makedirs(own)
+        os.symlink(outside, f"{own}/link")
+        for uri in (own, f"file://{own}", f"{own}/MLmodel", scratch):
+            _fence_check("tenant-s3://bkt/root", uri, "acme")
+        _fence_check("/srv/artifacts", own, "acme")
+        _fence_check("tenant-s3://bkt/root", own, None)
+        for uri in (f"{own}/link", f"{own}/link/MLmodel", f"{own}/../../../../../etc",
+                    f"{scratch}-evil/x", f"file://host{own}", str(outside), "/etc",
+                    os.path.dirname(scratch)):
+            with pytest.raises(MlflowException) as info:
+                _fence_check("tenant-s3://bkt/root", uri, "acme")
+            assert info.value.error_code == "PERMISSION_DENIED", uri
+
+        refused: list[str] = []
+
+        def another_request() -> None:  # a concurrent request does not share this scratch
+            try:
+                _fence_check("tenant-s3://bkt/root", own, "globex")
+            except MlflowException as exc:
+                refused.append(exc.error_code)
+
+        thread = threading.Thread(target=another_request)
+        thread.start()
+        thread.join(timeout=30)
+        assert refused == ["PERMISSION_DENIED"]
+    with pytest.raises(MlflowException):  # closed: the same path is refused again
+        _fence_check("tenant-s3://bkt/root", own, "acme")
+
+
+def test_resolving_a_deployment_model_reads_its_mlmodel_through_the_installed_fence(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Replays the refused ``/tmp/tmp…/workspaces/<tenant>/…/MLmodel``: the server downloads
+    a model's MLmodel under ``workspaces/<tenant>/`` of a temporary directory, and
+    ``Model.load`` builds a local repository there through the fenced registry."""
+    from mlflow.store.artifact import artifact_repository_registry as registry_module
+    from mlflow.utils.workspace_context import ServerWorkspaceContext
+
+    from mlflow_tenant_plugins.deployments.model_source import ModelResolver
+
+    registry = registry_module._artifact_repository_registry
+    monkeypatch.setattr(registry, "get_artifact_repository", registry.get_artifact_repository)
+    fence.install("tenant-s3://bkt/root")
+
+    def fetch(uri: str, dst: str, tenant: str) -> str:
+        path = os.path.join(dst, "workspaces", tenant, "1", "models", "m", "artifacts", "MLmodel")
+        os.makedirs(os.path.dirname(path))
+        Path(path).write_text("flavors:\n  python_function:\n    loader_module: doubler\n")
+        return path
+
+    resolver = ModelResolver(allow_any_uri=True, fetch=fetch)
+    with ServerWorkspaceContext("acme"):
+        ref = resolver.resolve("tenant-s3://bkt/root/workspaces/acme/1/models/m/artifacts",
+                               "acme", None)
+        assert ref.flavor == "python_function"
+        with pytest.raises(MlflowException) as info:  # the fence is on: a plain path is not
+            registry_module.get_artifact_repository("/tmp")
+        assert info.value.error_code == "PERMISSION_DENIED"

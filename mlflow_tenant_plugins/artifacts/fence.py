@@ -13,6 +13,11 @@ location is the tenant's only when it is one of its own MLflow objects:
   destination (bound to the tenant by its ``for_workspace``) or, for another destination,
   ``<destination>/workspaces/<tenant>/``. ``s3``, ``s3a``, ``gs``, ``http(s)``, ``file``,
   ``hdfs`` … anywhere else are refused, whatever stored them.
+- :func:`server_scratch` — the one local exception: a temporary directory the server creates
+  for its own download (a deployment's model), while that download is in progress in the same
+  context. MLflow re-reads downloaded files through the registry (``Model.load`` builds a local
+  repository on the MLmodel file it downloaded); such a destination is the server's, never a
+  location a tenant named, so it is allowed exactly there and nowhere else on the disk.
 
 MLflow private names used here (checked against MLflow 3.17.2):
 ``mlflow.store.artifact.artifact_repository_registry._artifact_repository_registry`` (the one
@@ -24,8 +29,12 @@ from __future__ import annotations
 
 import os
 import posixpath
+import tempfile
 import unicodedata
 import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, PERMISSION_DENIED
@@ -41,6 +50,8 @@ ALLOWED = (
 )
 _LOCAL = ("", "file")
 _MAX_UNQUOTE = 8
+# Real paths of the temporary directories the server made for downloads in this context.
+_SCRATCH: ContextVar[tuple[str, ...]] = ContextVar("mlt_server_scratch", default=())
 
 
 def refuse(uri: object, why: str, code: int = INVALID_PARAMETER_VALUE) -> MlflowException:
@@ -116,6 +127,29 @@ def _within(uri: str, root: str) -> bool:
     return path == base or path.startswith(base.rstrip("/") + "/")
 
 
+@contextmanager
+def server_scratch(prefix: str = "mlt-download-") -> Iterator[str]:
+    """A new temporary directory for the server's own download; until the block ends, in this
+    context only, the fence lets MLflow build local repositories inside it (and nowhere else)."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        token = _SCRATCH.set((*_SCRATCH.get(), os.path.realpath(tmp)))
+        try:
+            yield tmp
+        finally:
+            _SCRATCH.reset(token)
+
+
+def in_server_scratch(uri: str) -> bool:
+    """Whether ``uri`` is a local path (no host) inside a directory :func:`server_scratch` made
+    in this context; symbolic links resolved, so a link inside cannot lead out."""
+    parsed = urllib.parse.urlsplit(uri)
+    if parsed.scheme.lower() not in _LOCAL or parsed.netloc or not _SCRATCH.get():
+        return False
+    path = os.path.realpath(_local_path(uri))
+    return any(path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+               for root in _SCRATCH.get())
+
+
 class RepositoryFence:
     """Which URIs the server may build an artifact repository for, in the current request."""
 
@@ -140,6 +174,8 @@ class RepositoryFence:
             return
         if self.destination and self._tenant_s3 and scheme == TENANT_S3:
             self._check_tenant_s3(uri, workspace)
+            return
+        if in_server_scratch(uri):  # the server's own download destination, not a source
             return
         if self.destination and workspace and not self._tenant_s3:
             if _within(uri, f"{self.destination}/{WORKSPACES_DIR}/{workspace}"):

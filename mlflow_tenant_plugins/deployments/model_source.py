@@ -9,7 +9,6 @@ runs do not exist for it, and no server path or foreign bucket can be smuggled i
 from __future__ import annotations
 
 import os
-import tempfile
 import urllib.parse
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -18,6 +17,8 @@ from dataclasses import dataclass
 from mlflow.exceptions import MlflowException
 from mlflow.models.container import SUPPORTED_FLAVORS
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
+
+from mlflow_tenant_plugins.artifacts.fence import check_tenant_uri, server_scratch
 
 # fetch(artifact_uri, dst_dir, tenant) -> local path of what was downloaded
 Fetch = Callable[[str, str, str], str]
@@ -63,8 +64,6 @@ class ModelResolver:
 
     def fetch(self, uri: str, dst: str, tenant: str) -> str:
         if not self.allow_any_uri:  # the server's credentials read only the tenant's own
-            from mlflow_tenant_plugins.artifacts.fence import check_tenant_uri
-
             check_tenant_uri(uri, tenant)
         os.makedirs(dst, exist_ok=True)
         if self._fetch is not None:
@@ -123,7 +122,7 @@ class ModelResolver:
         source, run_id = self._locate(model_uri, tenant)
         from mlflow.models import Model
 
-        with tempfile.TemporaryDirectory() as tmp:
+        with server_scratch() as tmp:  # Model.load re-reads the download through the fence
             try:
                 path = self.fetch(f"{source.rstrip('/')}/MLmodel", tmp, tenant)
             except Exception as exc:

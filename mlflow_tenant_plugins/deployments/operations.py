@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlflow.exceptions import MlflowException
 
+from mlflow_tenant_plugins.artifacts.fence import server_scratch
 from mlflow_tenant_plugins.deployments import alarms, scaling
 from mlflow_tenant_plugins.deployments import names as n
 from mlflow_tenant_plugins.deployments.aws import describe, is_not_found
@@ -110,7 +110,7 @@ class Operations:
         """Download the model, tar it, upload it under the platform's package root (outside
         every tenant's artifact prefix, see :mod:`.storage`)."""
         assert plan.model is not None
-        with tempfile.TemporaryDirectory(prefix="mlt-package-") as tmp:
+        with server_scratch(prefix="mlt-package-") as tmp:
             model_dir = self.svc.resolver.download(plan.model, os.path.join(tmp, "model"),
                                                    plan.tenant)
             tarball = os.path.join(tmp, "model.tar.gz")
