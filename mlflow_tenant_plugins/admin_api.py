@@ -20,23 +20,17 @@ from mlflow_tenant_plugins.auth.identity import (
     require_platform_admin,
     require_role,
 )
+from mlflow_tenant_plugins.platform import current_platform
 from mlflow_tenant_plugins.tenancy import Quotas, Role, TenantRegistry, principals
 from mlflow_tenant_plugins.tenancy.quotas import parse_count, parse_size
 from mlflow_tenant_plugins.wire import API_PREFIX
 
 PREFIX = API_PREFIX
 blueprint = Blueprint("tenant_admin", __name__, url_prefix=PREFIX)
-_registry: TenantRegistry | None = None
-
-
-def init(registry: TenantRegistry) -> None:
-    global _registry
-    _registry = registry
 
 
 def _reg() -> TenantRegistry:
-    assert _registry is not None, "admin_api.init() was not called"
-    return _registry
+    return current_platform().registry
 
 
 def _body() -> dict:

@@ -16,10 +16,10 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlflow_tenant_plugins.mlflow_hooks.server import backend_store_uri
+
 CONFIG_ENV = "MLFLOW_TENANT_CONFIG"
 ENV_PREFIX = "MLFLOW_TENANT_"
-# Set by `mlflow server` for its workers (mlflow.server.constants.BACKEND_STORE_URI_ENV_VAR).
-_SERVER_BACKEND_STORE_ENV = "_MLFLOW_SERVER_FILE_STORE"
 
 
 # Which processes read a setting (docs/settings.md), by name or name prefix, first match wins:
@@ -230,9 +230,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         if env_value is not None:
             values[name] = env_value
             sources[name] = f"from {ENV_PREFIX + name.upper()}"
-    if "database_uri" not in values and env.get(_SERVER_BACKEND_STORE_ENV):
+    if "database_uri" not in values and backend_store_uri(env):
         # Inside `mlflow server`: by default the registry shares the tracking database.
-        values["database_uri"] = env[_SERVER_BACKEND_STORE_ENV]
+        values["database_uri"] = backend_store_uri(env)
     kind_of = {"str": str, "float": float, "tuple[str, ...]": tuple}
     coerced = {
         n: _coerce(n, v, kind_of[kinds[n]], sources.get(n, "")) for n, v in values.items()

@@ -23,13 +23,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from types import ModuleType
 
 from starlette.requests import Request
 from starlette.routing import Mount
-from werkzeug.datastructures import Authorization
 
-from mlflow_tenant_plugins.routes import OWN_PREFIXES, is_platform_only, static_prefix
+from mlflow_tenant_plugins.mlflow_hooks import basic_auth as engine
+from mlflow_tenant_plugins.mlflow_hooks.server import static_prefix
+from mlflow_tenant_plugins.routes import OWN_PREFIXES, is_platform_only
 
 _FLASK_PARAM = re.compile(r"<(?:(\w+):)?(\w+)>")
 _FASTAPI_PARAM = re.compile(r"\{(\w+)(?::(\w+))?\}")
@@ -58,17 +58,14 @@ def _sample_flask_path(rule: str) -> str:
 PROBE_PRINCIPAL = "\x00route-probe"
 
 
-def _admits_nobody_flask(engine: ModuleType, validator) -> bool:
+def _admits_nobody_flask(validator) -> bool:
     """Call a Flask validator, inside the route's request context, as PROBE_PRINCIPAL.
     An exception or a False means it checked something the probe lacks."""
-    real = engine.authenticate_request
-    engine.authenticate_request = lambda: Authorization("basic", {"username": PROBE_PRINCIPAL})
-    try:
-        return validator() is True
-    except Exception:
-        return False
-    finally:
-        engine.authenticate_request = real
+    with engine.authenticated_as(PROBE_PRINCIPAL):
+        try:
+            return validator() is True
+        except Exception:
+            return False
 
 
 def _admits_nobody_fastapi(validator, path: str, method: str) -> bool:
@@ -95,28 +92,28 @@ def _sample_fastapi_param(m: re.Match) -> str:
     return "x/x" if m.group(2) == "path" else "x"
 
 
-def _classify_flask(engine: ModuleType, path: str, method: str) -> str:
+def _classify_flask(path: str, method: str) -> str:
     if engine.is_unprotected_route(path):
         return "public"
     if is_platform_only(path, static_prefix()):
         return "admin-only"
     if path.startswith(OWN_PREFIXES):
-        return "ours" if engine.BEFORE_REQUEST_VALIDATORS.get((path, method)) else "unclassified"
-    with engine.app.test_request_context(path, method=method):
+        return "ours" if engine.has_validator(path, method) else "unclassified"
+    with engine.flask_app().test_request_context(path, method=method):
         from flask import request
 
-        validator = engine._find_validator(request)
+        validator = engine.find_validator(request)
         if validator is not None:
-            if not _admits_nobody_flask(engine, validator):
+            if not _admits_nobody_flask(validator):
                 return "tenant-scoped"
             # Admitted, but MLflow filters the response by the caller.
-            if engine._authorized_outside_before_request(request):
+            if engine.authorized_outside_before_request(request):
                 return "self-authorizing"
             return "authenticated"
-        if engine._is_proxy_artifact_path(path):
-            validator = engine._get_proxy_artifact_validator(method, request.view_args)
+        if engine.is_proxy_artifact_path(path):
+            validator = engine.proxy_artifact_validator(method, request.view_args)
             return "tenant-scoped" if validator is not None else "admin-only"
-        if engine._authorized_outside_before_request(request):
+        if engine.authorized_outside_before_request(request):
             return "self-authorizing"
     return "admin-only"
 
@@ -137,34 +134,34 @@ def _native_routes(routes: list) -> Iterator[tuple[str, set[str] | None, object]
             yield route.path, route.methods, getattr(route, "endpoint", None)
 
 
-def _classify_fastapi(engine: ModuleType, path: str, method: str, endpoint) -> str:
+def _classify_fastapi(path: str, method: str, endpoint) -> str:
     if engine.is_unprotected_route(path):
         return "public"
     if is_platform_only(path, static_prefix()):
         return "admin-only"
-    validator = engine._find_fastapi_validator(path, method)
+    validator = engine.find_fastapi_validator(path, method)
     if validator is None:
         return "admin-only"  # the FastAPI fail-closed net
     if not _admits_nobody_fastapi(validator, path, method):
         return "tenant-scoped"
     # Admitted, but MLflow filters the response by the caller (job search, gateway models).
-    filters = getattr(engine, "FASTAPI_ENDPOINT_RESPONSE_FILTERS", {})
+    filters = engine.fastapi_response_filters()
     return "self-authorizing" if endpoint in filters else "authenticated"
 
 
-def classify_routes(engine: ModuleType, fastapi_app) -> list[RouteClass]:
+def classify_routes(fastapi_app) -> list[RouteClass]:
     """Every served (route, method), classified with MLflow's own engine functions."""
     found: list[RouteClass] = []
-    for rule in engine.app.url_map.iter_rules():
+    for rule in engine.flask_app().url_map.iter_rules():
         path = _sample_flask_path(rule.rule)
         for method in sorted((rule.methods or set()) - _SKIP_METHODS):
             found.append(
-                RouteClass(rule.rule, method, "flask", _classify_flask(engine, path, method))
+                RouteClass(rule.rule, method, "flask", _classify_flask(path, method))
             )
     for route_path, methods, endpoint in _native_routes(fastapi_app.routes):
         path = _FASTAPI_PARAM.sub(_sample_fastapi_param, route_path)
         for method in sorted(set(methods or ()) - _SKIP_METHODS):
-            access = _classify_fastapi(engine, path, method, endpoint)
+            access = _classify_fastapi(path, method, endpoint)
             found.append(RouteClass(route_path, method, "fastapi", access))
     return found
 

@@ -1,23 +1,23 @@
 """Mounts our routes on MLflow's Flask app and gives each an entry in the basic-auth engine's
-validator table — without one, the engine's fail-closed net answers 403 (FACTS.md). The
-validator only requires an authenticated caller; each handler checks the caller's role.
+validator table — without one, the engine's fail-closed net answers 403. The validator only
+requires an authenticated caller; each handler checks the caller's role and reads the
+platform from ``platform.current_platform()``.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
 import posixpath
-from types import ModuleType
 from urllib.parse import unquote
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, Flask, jsonify
 from mlflow.server.handlers import catch_mlflow_exception
 
 from mlflow_tenant_plugins import admin_api
 from mlflow_tenant_plugins.auth.engine import authenticate_current_request
 from mlflow_tenant_plugins.auth.identity import require_platform_admin
-from mlflow_tenant_plugins.tenancy import TenantRegistry
+from mlflow_tenant_plugins.mlflow_hooks.basic_auth import register_validator
+from mlflow_tenant_plugins.platform import current_platform
 
 # Path prefixes our blueprints own; the route-coverage check classifies them as ours.
 OWN_PREFIXES = ("/api/2.0/tenants/",)
@@ -43,15 +43,7 @@ PLATFORM_ONLY_PATHS = frozenset({
     "/api/2.0/mlflow/gateway-proxy",
 })
 
-# MLflow's server passes --static-prefix to its workers in this variable
-# (mlflow/server/__init__.py, handlers.STATIC_PREFIX_ENV_VAR).
-STATIC_PREFIX_ENV = "_MLFLOW_STATIC_PREFIX"
 _MAX_DECODE_ROUNDS = 4
-
-
-def static_prefix() -> str:
-    """The server's --static-prefix ('' when none), as MLflow's workers read it."""
-    return os.environ.get(STATIC_PREFIX_ENV, "")
 
 
 def _canonical(path: str) -> str:
@@ -108,30 +100,21 @@ def is_platform_only(path: str, static_prefix: str) -> bool:
     return False
 
 
-_route_classes: list = []
-
-
-def set_route_classes(classes: list) -> None:
-    _route_classes[:] = classes
-
-
 @admin_api.blueprint.route("/routes", methods=["GET"])
 @catch_mlflow_exception
 def list_route_classes():
     """Platform admins: how every served route is authorized (the startup classification)."""
     require_platform_admin()
-    return jsonify({"routes": [r.to_dict() for r in _route_classes]})
+    return jsonify({"routes": [r.to_dict() for r in current_platform().route_classes]})
 
 
 def _authenticated() -> bool:
     return authenticate_current_request() is not None
 
 
-def _blueprints(registry: TenantRegistry) -> list[Blueprint]:
+def _blueprints() -> list[Blueprint]:
     from mlflow_tenant_plugins.monitoring import page as usage_page
 
-    admin_api.init(registry)
-    usage_page.init(registry)
     found = [admin_api.blueprint, usage_page.blueprint]
     if importlib.util.find_spec("mlflow_tenant_plugins.deployments.routes") is not None:
         from mlflow_tenant_plugins.deployments import routes as deployment_routes
@@ -140,9 +123,9 @@ def _blueprints(registry: TenantRegistry) -> list[Blueprint]:
     return found
 
 
-def register_routes(engine: ModuleType, registry: TenantRegistry) -> None:
-    app = engine.app
-    for bp in _blueprints(registry):
+def register_routes(app: Flask) -> None:
+    """Our blueprints on MLflow's Flask app, each route in the engine's validator table."""
+    for bp in _blueprints():
         app.register_blueprint(bp)
     for rule in app.url_map.iter_rules():
         if not rule.rule.startswith(OWN_PREFIXES):
@@ -153,4 +136,4 @@ def register_routes(engine: ModuleType, registry: TenantRegistry) -> None:
                 "exact paths: pass parameters in the query or body"
             )
         for method in rule.methods - {"HEAD", "OPTIONS"}:
-            engine.BEFORE_REQUEST_VALIDATORS[(rule.rule, method)] = _authenticated
+            register_validator(rule.rule, method, _authenticated)

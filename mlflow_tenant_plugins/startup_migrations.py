@@ -20,10 +20,9 @@ import os
 import sqlalchemy
 
 from mlflow_tenant_plugins.config import Settings
+from mlflow_tenant_plugins.mlflow_hooks import server as mlflow_server
 from mlflow_tenant_plugins.tenancy.db import get_engine, migration_lock
 
-# Set by `mlflow server` for its workers (mlflow.server.constants.BACKEND_STORE_URI_ENV_VAR).
-_BACKEND_STORE_ENV = "_MLFLOW_SERVER_FILE_STORE"
 _SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 
 
@@ -34,7 +33,7 @@ def _is_sql(uri: str) -> bool:
 def migrate_platform(settings: Settings, backend_store_uri: str | None = None) -> None:
     """Migrate MLflow's tracking and registry schema (the server's backend store, when it is a
     database), basic-auth's and the tenant registry's, each once, under the database's lock."""
-    tracking = backend_store_uri or os.environ.get(_BACKEND_STORE_ENV, "")
+    tracking = backend_store_uri or mlflow_server.backend_store_uri()
     with migration_lock(settings.database_uri):
         if tracking and _is_sql(tracking):
             with migration_lock(tracking):  # the same lock when it is the same database
@@ -44,22 +43,20 @@ def migrate_platform(settings: Settings, backend_store_uri: str | None = None) -
 
 
 def _migrate_tracking(uri: str) -> None:
-    from mlflow.server import handlers
-    from mlflow.server.constants import ARTIFACT_ROOT_ENV_VAR, REGISTRY_STORE_URI_ENV_VAR
+    from mlflow.server.constants import ARTIFACT_ROOT_ENV_VAR
     from mlflow.utils.server_cli_utils import resolve_default_artifact_root
 
     # Outside a server (`mlflow-tenants db upgrade`): the root `mlflow server` gives the
     # default experiment when it serves artifacts, as tenant-auth's destinations require.
     root = os.environ.get(ARTIFACT_ROOT_ENV_VAR) or resolve_default_artifact_root(True, "", uri)
-    handlers._get_tracking_store(uri, root)
-    handlers._get_model_registry_store(os.environ.get(REGISTRY_STORE_URI_ENV_VAR) or uri)
+    mlflow_server.open_server_stores(uri, root, mlflow_server.registry_store_uri() or uri)
 
 
 def _migrate_basic_auth(uri: str) -> None:
-    from mlflow.server.auth.db.utils import migrate_if_needed
+    from mlflow_tenant_plugins.mlflow_hooks.basic_auth import migrate_user_schema
 
     engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
     try:
-        migrate_if_needed(engine, "head")
+        migrate_user_schema(engine)
     finally:
         engine.dispose()

@@ -43,7 +43,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, NOT_IMPLEMENTED, PERMISSION_DENIED
-from mlflow.store.artifact.artifact_repo import ArtifactRepository, _is_object_key_within_path
+from mlflow.store.artifact.artifact_repo import ArtifactRepository
 from mlflow.store.artifact.s3_artifact_repo import BOTO_TO_MLFLOW_ERROR, S3ArtifactRepository
 from mlflow.utils.file_utils import relative_path_to_artifact_path
 from mlflow.utils.workspace_context import get_request_workspace
@@ -66,6 +66,7 @@ from mlflow_tenant_plugins.artifacts.quota import GrowingHold, StorageQuota
 from mlflow_tenant_plugins.artifacts.runtime import Runtime, runtime_for
 from mlflow_tenant_plugins.artifacts.streaming import TenantStreamUploads
 from mlflow_tenant_plugins.config import Settings
+from mlflow_tenant_plugins.mlflow_hooks.server import is_object_key_within_path
 
 TENANT_TAG = "mlflow-tenant"  # object tag for cost allocation
 TRACE_ARCHIVE_FILE = "traces.pb"  # mlflow.tracing.otel.otel_archival.TRACE_ARCHIVAL_FILENAME
@@ -365,7 +366,7 @@ class TenantS3ArtifactRepository(TenantMultipartUploads, TenantStreamUploads,
             for page in pages:
                 for obj in page.get("Contents", []):
                     k = obj["Key"]
-                    if _is_object_key_within_path(k, key) and scope.contains(k, strict=True):
+                    if is_object_key_within_path(k, key) and scope.contains(k, strict=True):
                         sizes[k] = int(obj["Size"])
             keys = list(sizes)
             try:

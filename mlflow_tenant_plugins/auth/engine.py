@@ -1,8 +1,8 @@
 """The Flask-request glue: who made the current Flask request, and the bridge to MLflow's
 basic-auth engine (our ``authorization_function``).
 
-A request is authenticated once (the result kept in Flask's ``g``) by the worker's
-authenticator, which the app factory installs. MLflow's engine calls
+A request is authenticated once (the result kept in Flask's ``g``) by the platform's
+authenticator (``platform.current_platform()``, attached by the app factory). MLflow's engine calls
 ``authorization_function`` (several times per request) to learn the caller; we answer with a
 werkzeug ``Authorization`` whose username is the principal's basic-auth user, and MLflow
 authorizes the route from that user's workspace roles. Refusals are MLflow-format JSON 401s
@@ -20,24 +20,18 @@ from werkzeug.datastructures import Authorization
 
 from mlflow_tenant_plugins.auth.authenticator import Authenticator
 from mlflow_tenant_plugins.auth.base import Refusal, unauthenticated_body
+from mlflow_tenant_plugins.platform import current_platform
 from mlflow_tenant_plugins.tenancy.entities import Identity
 
 _logger = logging.getLogger(__name__)
-_authenticator: Authenticator | None = None
 _G_RESULT = "mlt_auth_result"
 
 
-def install(authenticator: Authenticator) -> None:
-    """Called once per worker by the app factory, before the first request."""
-    global _authenticator
-    _authenticator = authenticator
-
-
 def get_authenticator() -> Authenticator:
-    if _authenticator is None:
-        raise RuntimeError("tenant-auth is not initialised: start the server with "
-                           "`mlflow server --app-name tenant-auth`")
-    return _authenticator
+    authenticator = current_platform().authenticator
+    if authenticator is None:
+        raise RuntimeError("this platform has no authenticator")
+    return authenticator
 
 
 def _authenticate_flask_request() -> Identity | Refusal:
@@ -65,12 +59,9 @@ def _holds_unwarranted_admin(identity: Identity) -> bool:
     an old backdoor through ``users/update-admin``) is refused, never served as an admin."""
     if identity.platform_admin:
         return False
-    import mlflow.server.auth as mlflow_auth
+    from mlflow_tenant_plugins.mlflow_hooks.basic_auth import user_is_admin
 
-    try:
-        return bool(mlflow_auth.store.get_user(identity.principal).is_admin)
-    except Exception:  # no such user yet: the engine refuses it on its own
-        return False
+    return user_is_admin(identity.principal)
 
 
 def _refusal(reason: str) -> Response:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 
 import anyio
-from mlflow.server.auth import is_unprotected_route
 from mlflow.utils.workspace_utils import WORKSPACE_HEADER_NAME
 
 from mlflow_tenant_plugins.auth.authenticator import Authenticator
 from mlflow_tenant_plugins.auth.base import Refusal, unauthenticated_body
-from mlflow_tenant_plugins.routes import is_platform_only, static_prefix
+from mlflow_tenant_plugins.mlflow_hooks.basic_auth import is_unprotected_route
+from mlflow_tenant_plugins.mlflow_hooks.server import static_prefix
+from mlflow_tenant_plugins.routes import is_platform_only
 
 _WS_HEADER = WORKSPACE_HEADER_NAME.lower().encode()
 # The authentication result, left in the request's scope for observers outside this

@@ -24,7 +24,7 @@ from typing import Any
 from flask import Flask, Response, request
 from mlflow.exceptions import MlflowException
 
-from mlflow_tenant_plugins.auth.server_stores import registry_store, tracking_store
+from mlflow_tenant_plugins.mlflow_hooks.server import registry_store, tracking_store
 
 _logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.workspace_context import ServerWorkspaceContext
 
 from mlflow_tenant_plugins.auth.not_found import Lookup, missing_object
-from mlflow_tenant_plugins.auth.server_stores import tracking_store
+from mlflow_tenant_plugins.mlflow_hooks.server import tracking_store
 
 _logger = logging.getLogger(__name__)
 

@@ -71,16 +71,17 @@ class RunLocatingStore:
         return getattr(self._store, name)
 
 
-def install(engine: Any, locations: RunLocations | None = None) -> None:
-    """Point the engine's tracking-store accessor (a module global it reads at call time) at
-    the locating store. MLflow's handlers keep the real store."""
-    original: Callable[..., Any] = engine._get_tracking_store
-    if getattr(original, "run_locating", False):
-        return
-    locations = locations or RunLocations()
+def install(engine: Any = None, locations: RunLocations | None = None) -> None:
+    """Point the engine's tracking-store accessor at the locating store (``engine``: MLflow's
+    basic-auth module by default). MLflow's handlers keep the real store. Idempotent."""
+    from mlflow_tenant_plugins.mlflow_hooks.basic_auth import wrap_engine_tracking_store
 
-    def locating_store(*args: Any, **kwargs: Any) -> RunLocatingStore:
-        return RunLocatingStore(original(*args, **kwargs), locations)
+    found = locations or RunLocations()
 
-    locating_store.run_locating = True
-    engine._get_tracking_store = locating_store
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        def locating_store(*args: Any, **kwargs: Any) -> RunLocatingStore:
+            return RunLocatingStore(original(*args, **kwargs), found)
+
+        return locating_store
+
+    wrap_engine_tracking_store(wrap, "run_locating", engine)

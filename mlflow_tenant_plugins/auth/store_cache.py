@@ -64,10 +64,11 @@ class CachedWorkspaceStore(_ReadCache):
                                lambda: self._store.get_workspace(workspace_name))
 
 
-def cache_workspace_resolution(ttl_seconds: float) -> None:
-    """Put the cache in front of the workspace store MLflow memoizes for request resolution."""
-    from mlflow.server import workspace_helpers
+def cache_engine_lookups(ttl_seconds: float) -> None:
+    """Put the caches in front of basic-auth's user store and of the workspace store MLflow
+    memoizes for request resolution."""
+    from mlflow_tenant_plugins.mlflow_hooks import basic_auth, server
 
-    store = workspace_helpers._get_workspace_store()
-    if not isinstance(store, CachedWorkspaceStore):
-        workspace_helpers._workspace_store = CachedWorkspaceStore(store, ttl_seconds)
+    basic_auth.wrap_user_store(lambda store: CachedAuthStore(store, ttl_seconds))
+    server.wrap_workspace_store(lambda store: CachedWorkspaceStore(store, ttl_seconds),
+                                already=CachedWorkspaceStore)

@@ -43,7 +43,7 @@ def prometheus_enabled() -> bool:
 
 
 class TenantMetrics:
-    """The series. One instance per process on the default registry (:func:`get_metrics`);
+    """The series. One instance per worker on the default registry (the app factory's);
     tests make their own on a registry of their own."""
 
     def __init__(self, registry: CollectorRegistry = REGISTRY):
@@ -106,18 +106,6 @@ class TenantMetrics:
         self._known = seen
 
 
-_metrics: TenantMetrics | None = None
-_metrics_lock = threading.Lock()
-
-
-def get_metrics() -> TenantMetrics:
-    global _metrics
-    with _metrics_lock:
-        if _metrics is None:
-            _metrics = TenantMetrics()
-        return _metrics
-
-
 class MetricsMiddleware:
     """Counts every request after the tenant middleware (inside it) has answered; refreshes
     the usage gauges from the database when ``/metrics`` is scraped (at most once a
@@ -125,10 +113,8 @@ class MetricsMiddleware:
 
     def __init__(self, app, metrics: TenantMetrics, usage: Callable[[], list[TenantUsage]],
                  min_refresh_seconds: float = 1.0):
-        # Imported here: importing mlflow.server.auth reads basic-auth's config.
-        from mlflow.server.auth import is_unprotected_route
-
         from mlflow_tenant_plugins.auth.middleware import AUTH_RESULT_SCOPE_KEY
+        from mlflow_tenant_plugins.mlflow_hooks.basic_auth import is_unprotected_route
 
         self.is_unprotected = is_unprotected_route
         self.scope_key = AUTH_RESULT_SCOPE_KEY

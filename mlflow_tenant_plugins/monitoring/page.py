@@ -20,9 +20,8 @@ from flask import Blueprint
 from mlflow.server.handlers import catch_mlflow_exception
 
 from mlflow_tenant_plugins.auth.identity import require_platform_admin
-from mlflow_tenant_plugins.config import Settings, load_settings
 from mlflow_tenant_plugins.monitoring.snapshot import TenantUsage, snapshot
-from mlflow_tenant_plugins.tenancy import TenantRegistry
+from mlflow_tenant_plugins.platform import current_platform
 from mlflow_tenant_plugins.tenancy.models import utcnow
 from mlflow_tenant_plugins.tenancy.quotas import format_size
 from mlflow_tenant_plugins.tenancy.text import printable
@@ -31,21 +30,9 @@ from mlflow_tenant_plugins.wire import API_PREFIX
 _logger = logging.getLogger(__name__)
 PATH = "/usage-page"
 blueprint = Blueprint("tenant_monitoring", __name__, url_prefix=API_PREFIX)
-_state: dict[str, Any] = {}
 _LABELS = {"storage_bytes": "storage", "endpoints": "endpoints", "instances": "instances"}
 # Every value is HTML-escaped whatever the template's name (Flask decides by file name).
 _JINJA = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-
-
-def init(registry: TenantRegistry, settings: Settings | None = None) -> None:
-    _state["registry"] = registry
-    _state["settings"] = settings
-
-
-def _settings() -> Settings:
-    if _state.get("settings") is None:
-        _state["settings"] = load_settings()
-    return _state["settings"]
 
 
 @dataclass(frozen=True)
@@ -84,9 +71,7 @@ def endpoint_alarms(tenant: str) -> list[dict[str, Any]]:
     (its ownership check by tag is the one every deployment call makes)."""
     from mlflow_tenant_plugins.deployments import alarms
     from mlflow_tenant_plugins.deployments.names import Names
-    from mlflow_tenant_plugins.deployments.routes import get_service
-
-    service = get_service()
+    service = current_platform().deployment_service()
     out = []
     for dep in service.list(tenant):
         states = alarms.describe(service.aws.cloudwatch, Names(tenant, dep["name"]))
@@ -148,6 +133,7 @@ def render(usages: list[TenantUsage], threshold: float) -> str:
 @catch_mlflow_exception
 def usage_page():
     require_platform_admin()
-    threshold = _settings().usage_alarm_threshold_percent
-    html = render(snapshot(_state["registry"]), threshold)
+    platform = current_platform()
+    threshold = platform.settings.usage_alarm_threshold_percent
+    html = render(snapshot(platform.registry), threshold)
     return html, 200, {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"}

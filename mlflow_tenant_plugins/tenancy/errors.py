@@ -15,9 +15,10 @@ should test. 429 with ``Retry-After`` stays for real rate limits.
 
 from __future__ import annotations
 
-from mlflow.exceptions import ERROR_CODE_TO_HTTP_STATUS, MlflowException
+from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_EXHAUSTED, ErrorCode
 
+from mlflow_tenant_plugins.mlflow_hooks.server import set_http_status
 from mlflow_tenant_plugins.tenancy.quotas import format_size
 from mlflow_tenant_plugins.wire import QUOTA_FIELD
 
@@ -29,11 +30,10 @@ def use_quota_http_status() -> None:
     """Make every ``RESOURCE_EXHAUSTED`` raised in this process — ours as :class:`QuotaExceeded`
     or as a plain ``MlflowException`` (deployment checks) — answer :data:`QUOTA_HTTP_STATUS`.
 
-    MLflow private-ish hook: ``mlflow.exceptions.ERROR_CODE_TO_HTTP_STATUS`` (checked on MLflow
-    3.17.2), read by ``MlflowException.get_http_status_code`` in every Flask and FastAPI error
-    path. MLflow itself raises ``RESOURCE_EXHAUSTED`` nowhere, so only this package's quota
-    refusals change. Idempotent; run when this module is imported."""
-    ERROR_CODE_TO_HTTP_STATUS[QUOTA_ERROR_CODE] = QUOTA_HTTP_STATUS
+    Through ``mlflow_hooks.server.set_http_status``. MLflow itself raises
+    ``RESOURCE_EXHAUSTED`` nowhere, so only this package's quota refusals change. Idempotent;
+    run when this module is imported."""
+    set_http_status(QUOTA_ERROR_CODE, QUOTA_HTTP_STATUS)
 
 
 use_quota_http_status()

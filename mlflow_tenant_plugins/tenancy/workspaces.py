@@ -45,11 +45,9 @@ class WorkspaceMirror:
 
     @cached_property
     def auth(self):
-        from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
+        from mlflow_tenant_plugins.mlflow_hooks.basic_auth import open_user_store
 
-        store = SqlAlchemyStore()
-        store.init_db(self._auth_uri)
-        return store
+        return open_user_store(self._auth_uri)
 
     # -- tenants ---------------------------------------------------------------------------
     def create_tenant(self, name: str, description: str) -> None:
