@@ -2,7 +2,7 @@
 
 Every ``import`` and ``from … import`` of every module is read from its syntax tree, those
 inside functions included (a lazy import is still a dependency), so these checks cost no
-import and see what a reviewer would. The rules (docs/architecture.md):
+import and see what a reviewer would. The rules:
 
 - ``wire.py`` — the protocol between a tenant's machine and the server — imports nothing of
   the package and only the standard library;
@@ -78,6 +78,14 @@ def test_wire_imports_nothing_of_the_package_and_only_the_standard_library() -> 
     outside = {m for m in found if m.split(".")[0] not in sys.stdlib_module_names
                and m != "__future__"}
     assert not outside, f"wire.py imports {sorted(outside)}: keep it standard library only"
+
+
+def test_the_wire_spells_mlflows_workspace_header_as_mlflow_does() -> None:
+    from mlflow.utils.workspace_utils import WORKSPACE_HEADER_NAME
+
+    from mlflow_tenant_plugins.wire import WORKSPACE_HEADER
+
+    assert WORKSPACE_HEADER == WORKSPACE_HEADER_NAME
 
 
 @pytest.mark.parametrize("name", sorted(_modules_under(f"{PACKAGE}.client")))

@@ -38,8 +38,9 @@ from mlflow_tenant_plugins.deployments.options import (
     validate_deployment_name,
 )
 from mlflow_tenant_plugins.tenancy.text import printable
+from mlflow_tenant_plugins.wire import DEPLOYMENTS_PREFIX, WORKSPACE_HEADER
 
-PREFIX = "/api/2.0/tenants/deployments"
+PREFIX = DEPLOYMENTS_PREFIX
 DEFAULT_TIMEOUT = 1800
 PAYLOAD_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 
@@ -169,7 +170,7 @@ class TenantSageMakerDeploymentClient(BaseDeploymentClient):
                 f"to its http(s) address (it is {uri!r}), or use tenant-sagemaker:/REGION with "
                 "your own AWS credentials", INVALID_PARAMETER_VALUE,
             )
-        headers = {"X-MLFLOW-WORKSPACE": tenant} if tenant else None
+        headers = {WORKSPACE_HEADER: tenant} if tenant else None
         # Writes are not retried (a retried create would meet its own claim); reads are,
         # except on 429, which is a quota answer here, not throttling.
         response = http_request(
