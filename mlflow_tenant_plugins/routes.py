@@ -18,9 +18,10 @@ from mlflow_tenant_plugins.auth.engine import authenticate_current_request
 from mlflow_tenant_plugins.auth.identity import require_platform_admin
 from mlflow_tenant_plugins.mlflow_hooks.basic_auth import register_validator
 from mlflow_tenant_plugins.platform import current_platform
+from mlflow_tenant_plugins.wire import API_PREFIX
 
 # Path prefixes our blueprints own; the route-coverage check classifies them as ours.
-OWN_PREFIXES = ("/api/2.0/tenants/",)
+OWN_PREFIXES = (API_PREFIX + "/",)
 # MLflow routes that admit any authenticated caller yet change server-wide state or act
 # outside the caller's role: on one server shared by many tenants they are for platform
 # admins only (refused in the tenant middleware; tests/test_route_behaviour.py names each).

@@ -42,11 +42,12 @@ from mlflow_tenant_plugins.tenancy.default_experiment import (
     DefaultExperiments,
 )
 from mlflow_tenant_plugins.tenancy.entities import Identity
+from mlflow_tenant_plugins.wire import WORKSPACE_HEADER
 
 _logger = logging.getLogger(__name__)
 
 _ZERO = MLFLOW_DEFAULT_EXPERIMENT_ID
-_WS_HEADER = b"x-mlflow-workspace"
+_WS_HEADER = WORKSPACE_HEADER.lower().encode()
 _OTLP_HEADER = b"x-mlflow-experiment-id"
 _ID_PARAMS = ("experiment_id", "experiment_ids")
 _BODY_LIMIT = 4 * 1024 * 1024  # larger JSON bodies pass unchanged (none of these routes)

@@ -21,12 +21,13 @@ from mlflow.utils.workspace_context import ServerWorkspaceContext
 
 from mlflow_tenant_plugins.auth.not_found import Lookup, missing_object
 from mlflow_tenant_plugins.mlflow_hooks.server import tracking_store
+from mlflow_tenant_plugins.wire import WORKSPACE_HEADER
 
 _logger = logging.getLogger(__name__)
 
 _ARTIFACT = re.compile(r"/(?:ajax-)?api/2\.0/mlflow-artifacts/artifacts/(?:workspaces/[^/]+/)?"
                        r"(?P<experiment>[^/]+)(?:/(?P<run>[0-9a-f]{32})(?:/|$))?")
-_WS_HEADER = b"x-mlflow-workspace"
+_WS_HEADER = WORKSPACE_HEADER.lower().encode()
 _OTLP_HEADER = b"x-mlflow-experiment-id"
 
 
