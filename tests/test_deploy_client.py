@@ -156,7 +156,7 @@ def test_failed_deploy_raises_with_sagemakers_reason(as_tenant, deploy_env, pyfu
     assert deploy_env.leftovers(tenant) == {}
 
 
-def test_roles_and_quotas_come_back_as_403_and_429(as_tenant, deploy_env, pyfunc_model):
+def test_roles_and_quotas_come_back_as_403_and_409(as_tenant, deploy_env, pyfunc_model):
     tenant = deploy_env.tenant(endpoints=0)
     with pytest.raises(MlflowException) as exc:
         as_tenant(tenant, "editor").create_deployment("x", pyfunc_model)

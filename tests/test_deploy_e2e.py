@@ -293,3 +293,48 @@ def test_a_tenant_admin_forging_deployment_records_through_the_artifact_proxy_ch
 
     client.delete_deployment("churn")
     assert used() == {"endpoints": 0, "instances": 0}
+
+
+def test_updating_a_busy_deployment_with_the_cli_fails_at_once_naming_what_is_in_flight(
+    deploy_server, monkeypatch, tmp_path
+):
+    """An operation in flight on the deployment is a 409 RESOURCE_CONFLICT on the wire (it was
+    INVALID_STATE, which MLflow answers 500: the stock client retries that for minutes, and
+    operators' 5xx alarms fire), and ``mlflow deployments update`` says what is in flight."""
+    import time
+
+    from mlflow.deployments import get_deploy_client
+    from mlflow.utils.request_utils import _TRANSIENT_FAILURE_RESPONSE_CODES
+
+    from mlflow_tenant_plugins.tenancy.deployment_records import DeploymentRecords
+
+    tenant, key = _tenant(deploy_server)
+    _log_model(deploy_server, key, "churn", tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", deploy_server.url)
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", key)
+    client = get_deploy_client("tenant-sagemaker")
+    client.create_deployment("churn", "models:/churn/1")
+    records = DeploymentRecords(deploy_server.registry.engine)
+    records.put(tenant, "churn", {"name": "churn", "tenant": tenant, "operation": "update",
+                                  "status": "Updating", "updated_at": time.time()})
+
+    session = deploy_server.session(key, tenant)
+    for path, body in (("update", {"name": "churn", "config": {"alarm_5xx_errors": "2"}}),
+                       ("delete", {"name": "churn"})):
+        response = session.post(f"{deploy_server.url}/api/2.0/tenants/deployments/{path}",
+                                json=body, timeout=60)
+        assert response.status_code == 409, (path, response.status_code, response.text)
+        assert response.status_code not in _TRANSIENT_FAILURE_RESPONSE_CODES
+        assert response.json()["error_code"] == "RESOURCE_CONFLICT"
+
+    started = time.monotonic()
+    out = _run(deploy_server, key, "deployments", "update", "-t", "tenant-sagemaker",
+               "--name", "churn", "-C", "alarm_5xx_errors=2", check=False)
+    elapsed = time.monotonic() - started
+    assert out.returncode != 0
+    assert "busy: update in progress (status Updating)" in out.stderr, out.stderr
+    assert "retry when it has finished" in out.stderr and "Traceback" not in out.stderr
+    assert elapsed < 60, elapsed  # one answer, no retries (a CLI start takes a few seconds)
+
+    records.delete(tenant, "churn")
+    client.delete_deployment("churn")

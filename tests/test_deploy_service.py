@@ -70,10 +70,11 @@ def test_endpoint_names_are_namespaced_collision_safe_and_within_63_characters()
 
 def _quota_error(exc_info) -> str:
     assert exc_info.value.error_code == "RESOURCE_EXHAUSTED", exc_info.value.message
+    assert exc_info.value.get_http_status_code() == 409  # a full quota is not transient
     return exc_info.value.message
 
 
-def test_endpoint_quota_refuses_with_429_and_nothing_half_created(deploy_env, pyfunc_model):
+def test_endpoint_quota_refuses_with_409_and_nothing_half_created(deploy_env, pyfunc_model):
     tenant = deploy_env.tenant(endpoints=1)
     svc = deploy_env.service()
     svc.create(tenant, "one", pyfunc_model)
@@ -86,7 +87,7 @@ def test_endpoint_quota_refuses_with_429_and_nothing_half_created(deploy_env, py
     assert deploy_env.leftovers(tenant) == {}
 
 
-def test_total_instance_quota_refuses_with_429(deploy_env, pyfunc_model):
+def test_total_instance_quota_refuses_with_409(deploy_env, pyfunc_model):
     tenant = deploy_env.tenant(endpoints=5, instances=3, instances_per_endpoint=2)
     svc = deploy_env.service()
     svc.create(tenant, "a", pyfunc_model, config={"max_instances": "2"})
@@ -99,7 +100,7 @@ def test_total_instance_quota_refuses_with_429(deploy_env, pyfunc_model):
     assert usage["endpoints"] == 1 and usage["instances"] == 2
 
 
-def test_per_endpoint_instances_429_and_disallowed_instance_type_400(deploy_env, pyfunc_model):
+def test_per_endpoint_instances_409_and_disallowed_instance_type_400(deploy_env, pyfunc_model):
     tenant = deploy_env.tenant(instances_per_endpoint=2, instance_types=("ml.m5.large",))
     svc = deploy_env.service()
     with pytest.raises(MlflowException) as exc:
@@ -423,3 +424,46 @@ def test_tenant_requiring_validation_cannot_deploy_without_a_passing_gate(
     with pytest.raises(MlflowException, match="not validated"):
         svc.create(tenant, "gated", pyfunc_model)
     assert deploy_env.leftovers(tenant) == {}
+
+
+def test_a_deployment_busy_with_another_operation_answers_409_naming_it(
+    deploy_env, pyfunc_model
+):
+    """Was INVALID_STATE, which MLflow answers 500 and the stock client retries for minutes."""
+    import time
+
+    from mlflow.utils.request_utils import _TRANSIENT_FAILURE_RESPONSE_CODES
+
+    tenant = deploy_env.tenant()
+    svc = deploy_env.service()
+    svc.create(tenant, "churn", pyfunc_model, background=False)
+    svc.storage.put_record(tenant, "churn", {"name": "churn", "tenant": tenant,
+                                             "operation": "update", "status": "Updating",
+                                             "updated_at": time.time()})
+    for call in (lambda: svc.update(tenant, "churn", config={"alarm_5xx_errors": "2"}),
+                 lambda: svc.delete(tenant, "churn")):
+        with pytest.raises(MlflowException) as exc:
+            call()
+        assert exc.value.error_code == "RESOURCE_CONFLICT", exc.value.message
+        status = exc.value.get_http_status_code()
+        assert status == 409 and status not in _TRANSIENT_FAILURE_RESPONSE_CODES
+        assert "busy: update in progress (status Updating)" in exc.value.message
+        assert "retry when it has finished" in exc.value.message
+    svc.storage.delete_record(tenant, "churn")
+    svc.delete(tenant, "churn")
+    svc.wait_for_jobs(30)
+    assert deploy_env.leftovers(tenant) == {}
+
+
+@pytest.mark.parametrize(("status", "says"), [
+    ("Creating", "busy"), ("Updating", "busy"), ("SystemUpdating", "busy"),
+    ("RollingBack", "busy"), ("Deleting", "busy"),
+    ("Failed", "delete it and create it again"), ("OutOfService", "delete it and create it"),
+    ("UpdateRollbackFailed", "delete it and create it again"),
+])
+def test_an_endpoint_not_in_service_is_a_409_the_caller_can_act_on(status, says) -> None:
+    from mlflow_tenant_plugins.deployments.queries import not_in_service
+
+    exc = not_in_service("churn", status, "updated")
+    assert exc.error_code == "RESOURCE_CONFLICT" and exc.get_http_status_code() == 409
+    assert "'churn'" in exc.message and status in exc.message and says in exc.message

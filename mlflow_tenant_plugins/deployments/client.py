@@ -171,8 +171,8 @@ class TenantSageMakerDeploymentClient(BaseDeploymentClient):
                 "your own AWS credentials", INVALID_PARAMETER_VALUE,
             )
         headers = {WORKSPACE_HEADER: tenant} if tenant else None
-        # Writes are not retried (a retried create would meet its own claim); reads are,
-        # except on 429, which is a quota answer here, not throttling.
+        # Writes are not retried (a retried create would meet its own claim); reads are, on
+        # 502/503/504 only: a 409 (a full quota, or the deployment busy) is an answer.
         response = http_request(
             get_default_host_creds(uri), PREFIX + path, method, extra_headers=headers,
             max_retries=0 if method == "POST" else 3, retry_codes=(502, 503, 504),

@@ -7,18 +7,31 @@ from collections.abc import Iterator
 from typing import Any
 
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_STATE, RESOURCE_DOES_NOT_EXIST
+from mlflow.protos.databricks_pb2 import RESOURCE_CONFLICT, RESOURCE_DOES_NOT_EXIST
 
 from mlflow_tenant_plugins.deployments import alarms, scaling
 from mlflow_tenant_plugins.deployments import names as n
 from mlflow_tenant_plugins.deployments.aws import describe, error_code, is_not_found
 from mlflow_tenant_plugins.deployments.options import validate_deployment_name
-from mlflow_tenant_plugins.deployments.storage import IN_FLIGHT
+from mlflow_tenant_plugins.deployments.storage import IN_FLIGHT, busy
+
+# SageMaker endpoint statuses that pass on their own (the others wait for the tenant).
+TRANSITIONS = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting")
 
 
 def not_found(tenant: str, name: str) -> MlflowException:
     return MlflowException(f"deployment '{name}' does not exist in tenant '{tenant}'",
                            RESOURCE_DOES_NOT_EXIST)
+
+
+def not_in_service(name: str, status: str, action: str) -> MlflowException:
+    """409 ``RESOURCE_CONFLICT`` for an endpoint that cannot be ``action`` in its ``status``:
+    the caller's to wait for or fix, never a 500 the stock client would retry for minutes."""
+    if status in TRANSITIONS:
+        return busy(name, f"its endpoint is {status}; it can be {action} when InService")
+    return MlflowException(
+        f"deployment '{name}' is {status}; it can be {action} only when InService: delete it "
+        "and create it again ('mlflow deployments get' shows why it failed)", RESOURCE_CONFLICT)
 
 
 class DeploymentQueries:
@@ -132,8 +145,7 @@ class DeploymentQueries:
         if found is None:
             raise not_found(tenant_name, name)
         if found[0]["EndpointStatus"] not in ("InService", "Updating"):
-            raise MlflowException(f"deployment '{name}' is {found[0]['EndpointStatus']}; it "
-                                  "serves when InService", INVALID_STATE)
+            raise not_in_service(name, found[0]["EndpointStatus"], "served")
         try:
             response = self.aws.runtime.invoke_endpoint(
                 EndpointName=names.endpoint, Body=body, ContentType=content_type,

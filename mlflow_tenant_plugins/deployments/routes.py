@@ -3,8 +3,10 @@
 Paths are exact (parameters in the query or JSON body, as MLflow's own REST API and MLflow's
 validator table want). Writes need the ``deployer`` role in the request's tenant, reads
 ``viewer``; the tenant is the request's (``current_tenant()``), never one named in the body.
-Errors are MLflow-format JSON: 400 INVALID_PARAMETER_VALUE, 403, 404, 409, 429
-RESOURCE_EXHAUSTED.
+Errors are MLflow-format JSON: 400 INVALID_PARAMETER_VALUE, 403 PERMISSION_DENIED, 404
+RESOURCE_DOES_NOT_EXIST, 409 RESOURCE_EXHAUSTED (a full quota) or RESOURCE_CONFLICT (another
+operation in flight on the deployment, or its endpoint not InService) — none of which the stock
+client retries.
 
     POST /api/2.0/tenants/deployments/create   {name, model_uri, flavor?, config?}   deployer
     POST /api/2.0/tenants/deployments/update   {name, model_uri?, flavor?, config?}  deployer

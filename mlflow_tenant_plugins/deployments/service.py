@@ -2,7 +2,7 @@
 
 Server-side (the platform's routes, or an admin's direct mode). The tenant is always passed in
 explicitly; nothing here reads a request. The synchronous half of create/update validates,
-resolves the model, claims the name and reserves quota — so every refusal (400, 404, 409, 429)
+resolves the model, claims the name and reserves quota — so every refusal (400, 403, 404, 409)
 comes back at once with nothing made — and the rest runs in a background thread
 (:mod:`.operations`). State lives in SageMaker and its tags, plus an operation record in the
 registry's own table while an operation runs or after one failed, so any worker can answer
@@ -18,7 +18,6 @@ from typing import Any
 
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import (
-    INVALID_STATE,
     PERMISSION_DENIED,
     RESOURCE_ALREADY_EXISTS,
     RESOURCE_EXHAUSTED,
@@ -38,7 +37,11 @@ from mlflow_tenant_plugins.deployments.options import (
     parse_config,
     validate_deployment_name,
 )
-from mlflow_tenant_plugins.deployments.queries import DeploymentQueries, not_found
+from mlflow_tenant_plugins.deployments.queries import (
+    DeploymentQueries,
+    not_found,
+    not_in_service,
+)
 from mlflow_tenant_plugins.deployments.roles import execution_role_arn, network_isolation
 from mlflow_tenant_plugins.deployments.storage import (
     DeploymentStorage,
@@ -250,8 +253,7 @@ class DeploymentService(DeploymentQueries):
             raise not_found(tenant.name, name)
         desc, tags = found
         if desc["EndpointStatus"] != "InService":
-            raise MlflowException(f"deployment '{name}' is {desc['EndpointStatus']}; it can be "
-                                  "updated when InService", INVALID_STATE)
+            raise not_in_service(name, desc["EndpointStatus"], "updated")
         current = self._current(names, desc, tags)
         instance_type = cfg.get("instance_type", current["instance_type"])
         old_scaling = current["scaling"] or {}

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_STATE, RESOURCE_ALREADY_EXISTS
+from mlflow.protos.databricks_pb2 import RESOURCE_CONFLICT
 
 from mlflow_tenant_plugins.config import Settings
 from mlflow_tenant_plugins.deployments.names import TAG_DEPLOYMENT, TAG_TENANT
@@ -43,6 +43,16 @@ _SERVER_ARTIFACTS_DESTINATION_ENV = "_MLFLOW_SERVER_ARTIFACT_DESTINATION"
 IN_FLIGHT = ("Creating", "Updating", "Deleting")
 PACKAGE_DIR = "platform/deployments"  # under the artifact destination's ROOT
 _WORKSPACES = "workspaces"  # MLflow's segment for per-workspace artifact roots
+
+
+def busy(name: str, doing: str) -> MlflowException:
+    """409 ``RESOURCE_CONFLICT`` (MLflow's own status for it) for a deployment that another
+    operation is changing. Not ``INVALID_STATE``: MLflow answers that 500, which the stock
+    client retries with backoff for minutes before the user sees why. Being busy passes; the
+    caller is told what is in flight and to retry when it has finished."""
+    return MlflowException(
+        f"deployment '{name}' is busy: {doing}; retry when it has finished "
+        "('mlflow deployments get' shows its status)", RESOURCE_CONFLICT)
 
 
 def in_flight(record: dict, stale_after: float, now: float | None = None) -> bool:
@@ -194,20 +204,14 @@ class DeploymentStorage:
                     return self.table.put(tenant, name, record, if_absent=True)
                 existing, version = current
                 if in_flight(existing, stale_after):
-                    raise MlflowException(
-                        f"deployment '{name}' is busy: {existing.get('operation')} in progress "
-                        f"(status {existing.get('status')}); try again when it is done",
-                        RESOURCE_ALREADY_EXISTS if operation == "create" else INVALID_STATE,
-                    )
+                    raise busy(name, f"{existing.get('operation')} in progress (status "
+                                     f"{existing.get('status')})")
                 previous = {k: v for k, v in existing.items() if k != "previous"}
                 return self.table.put(tenant, name, {**record, "previous": previous},
                                       if_version=version)
             except RecordConflict:
                 continue
-        raise MlflowException(
-            f"deployment '{name}' is being changed by another request; try again",
-            RESOURCE_ALREADY_EXISTS if operation == "create" else INVALID_STATE,
-        )
+        raise busy(name, "another request is changing it at this moment")
 
     def delete_record(self, tenant: str, name: str) -> None:
         self.table.delete(tenant, name)
