@@ -420,7 +420,7 @@ def test_tenant_requiring_validation_cannot_deploy_without_a_passing_gate(
     def refuse(tenant_obj, model_ref):
         raise MlflowException.invalid_parameter_value(f"run {model_ref.run_id} not validated")
 
-    svc.checks.append(refuse)
+    svc = deploy_env.service(checks=[refuse])
     with pytest.raises(MlflowException, match="not validated"):
         svc.create(tenant, "gated", pyfunc_model)
     assert deploy_env.leftovers(tenant) == {}

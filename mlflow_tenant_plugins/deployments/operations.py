@@ -13,20 +13,24 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mlflow.exceptions import MlflowException
 
 from mlflow_tenant_plugins.artifacts.fence import server_scratch
+from mlflow_tenant_plugins.config import Settings
 from mlflow_tenant_plugins.deployments import alarms, scaling
 from mlflow_tenant_plugins.deployments import names as n
-from mlflow_tenant_plugins.deployments.aws import describe, is_not_found
-from mlflow_tenant_plugins.deployments.model_source import ModelRef
+from mlflow_tenant_plugins.deployments.aws import AwsClients, describe, is_not_found
+from mlflow_tenant_plugins.deployments.model_source import ModelRef, ModelResolver
 from mlflow_tenant_plugins.deployments.roles import execution_role_arn
-from mlflow_tenant_plugins.deployments.storage import PackageLocation, make_tarball
-
-if TYPE_CHECKING:
-    from mlflow_tenant_plugins.deployments.service import DeploymentService
+from mlflow_tenant_plugins.deployments.status import OperationRecord
+from mlflow_tenant_plugins.deployments.storage import (
+    DeploymentStorage,
+    PackageLocation,
+    make_tarball,
+)
+from mlflow_tenant_plugins.tenancy.usage import UsageLedger
 
 _logger = logging.getLogger(__name__)
 
@@ -100,9 +104,18 @@ def _tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
 
 
 class Operations:
-    def __init__(self, service: DeploymentService):
-        self.svc = service
-        self.aws = service.aws
+    """The steps that make, change and unmake SageMaker resources; handed exactly what they
+    use (AWS clients, package storage and records, the ledger, the model resolver, the
+    settings, and how to find the serving image), never the service."""
+
+    def __init__(self, *, aws: AwsClients, storage: DeploymentStorage, ledger: UsageLedger,
+                 resolver: ModelResolver, settings: Settings, image_uri: Callable[[], str]):
+        self.aws = aws
+        self.storage = storage
+        self.ledger = ledger
+        self.resolver = resolver
+        self.settings = settings
+        self.image_uri = image_uri
         self.stop = threading.Event()
 
     # -- shared steps ----------------------------------------------------------------------
@@ -111,14 +124,14 @@ class Operations:
         every tenant's artifact prefix, see :mod:`.storage`)."""
         assert plan.model is not None
         with server_scratch(prefix="mlt-package-") as tmp:
-            model_dir = self.svc.resolver.download(plan.model, os.path.join(tmp, "model"),
+            model_dir = self.resolver.download(plan.model, os.path.join(tmp, "model"),
                                                    plan.tenant)
             tarball = os.path.join(tmp, "model.tar.gz")
             size = make_tarball(model_dir, tarball)
-            loc = self.svc.storage.package_location(plan.tenant, plan.names.deployment,
+            loc = self.storage.package_location(plan.tenant, plan.names.deployment,
                                                     plan.deploy_id)
-            undo.push("delete package", lambda: self.svc.storage.delete_object(loc))
-            self.svc.storage.upload_package(tarball, loc, plan.tenant, plan.names.deployment)
+            undo.push("delete package", lambda: self.storage.delete_object(loc))
+            self.storage.upload_package(tarball, loc, plan.tenant, plan.names.deployment)
         return loc, size
 
     def _resource_tags(self, plan: Plan, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -148,9 +161,9 @@ class Operations:
         undo.push(f"delete model {model_name}", lambda: sm.delete_model(ModelName=model_name))
         sm.create_model(
             ModelName=model_name,
-            PrimaryContainer={"Image": self.svc.image_uri(), "ModelDataUrl": package_uri,
+            PrimaryContainer={"Image": self.image_uri(), "ModelDataUrl": package_uri,
                               "Environment": env},
-            ExecutionRoleArn=execution_role_arn(self.svc.settings, plan.tenant),
+            ExecutionRoleArn=execution_role_arn(self.settings, plan.tenant),
             EnableNetworkIsolation=plan.network_isolation,
             Tags=tags,
         )
@@ -171,7 +184,7 @@ class Operations:
 
     def wait_settled(self, endpoint: str, deadline: float) -> dict:
         """Poll until the endpoint is neither Creating nor Updating (or the deadline passes)."""
-        poll = max(0.05, self.svc.settings.deploy_poll_seconds)
+        poll = max(0.05, self.settings.deploy_poll_seconds)
         while True:
             desc = self.aws.sagemaker.describe_endpoint(EndpointName=endpoint)
             status = desc["EndpointStatus"]
@@ -179,7 +192,7 @@ class Operations:
                 return desc
             if time.monotonic() >= deadline:
                 raise DeployFailed(
-                    f"endpoint still {status} after {self.svc.settings.deploy_timeout_seconds:g}s"
+                    f"endpoint still {status} after {self.settings.deploy_timeout_seconds:g}s"
                 )
             if self.stop.wait(poll):
                 raise DeployFailed("the server is shutting down")
@@ -206,19 +219,12 @@ class Operations:
         reason = describe(exc)
         leftovers = undo.run()
         if plan.held_instances:
-            self.svc.registry.ledger.release(plan.tenant, "instances", plan.held_instances)
+            self.ledger.release(plan.tenant, "instances", plan.held_instances)
         if operation == "create":
-            self.svc.registry.ledger.release(plan.tenant, "endpoints", 1)
-        record = {
-            "name": plan.names.deployment, "tenant": plan.tenant, "operation": operation,
-            "status": "Failed", "failure_reason": reason, "deploy_id": plan.deploy_id,
-            "model_uri": plan.model.model_uri if plan.model else None,
-            "reserved": {"endpoints": 0, "instances": 0},
-        }
-        if leftovers:
-            record["rollback_incomplete"] = leftovers
+            self.ledger.release(plan.tenant, "endpoints", 1)
+        record = OperationRecord.for_plan(plan, operation, "Failed").failed(reason, leftovers)
         try:
-            self.svc.storage.put_record(plan.tenant, plan.names.deployment, record)
+            self.storage.put_record(plan.tenant, plan.names.deployment, record.to_dict())
         except Exception as rec_exc:  # the reason is in the log at least
             _logger.error("could not record failure of %s: %s", plan.names.endpoint,
                           describe(rec_exc))
@@ -229,7 +235,7 @@ class Operations:
     def run_create(self, plan: Plan) -> None:
         undo = Undo()
         sm = self.aws.sagemaker
-        deadline = time.monotonic() + self.svc.settings.deploy_timeout_seconds
+        deadline = time.monotonic() + self.settings.deploy_timeout_seconds
         try:
             loc, size = self._package(plan, undo)
             config_name = self._model_and_config(plan, loc.uri, plan.model.flavor, undo)
@@ -248,7 +254,7 @@ class Operations:
                     f"{desc.get('FailureReason') or 'no reason given by SageMaker'}"
                 )
             self._alarms_and_scaling(plan, undo)
-            self.svc.storage.delete_record(plan.tenant, plan.names.deployment)
+            self.storage.delete_record(plan.tenant, plan.names.deployment)
         except BaseException as exc:
             self._fail(plan, "create", exc, undo)
             raise
@@ -259,7 +265,7 @@ class Operations:
         sm, aas, cw = self.aws.sagemaker, self.aws.autoscaling, self.aws.cloudwatch
         cur = plan.current
         endpoint = plan.names.endpoint
-        deadline = time.monotonic() + self.svc.settings.deploy_timeout_seconds
+        deadline = time.monotonic() + self.settings.deploy_timeout_seconds
         try:
             if plan.model is not None:
                 loc, size = self._package(plan, undo)
@@ -315,7 +321,7 @@ class Operations:
             raise
         # Past the point of no return: the new config serves and the old fleet is gone.
         # Clean up the old generation.
-        ledger = self.svc.registry.ledger
+        ledger = self.ledger
         ledger.release(plan.tenant, "instances", plan.surge_instances)
         if plan.max_instances < cur["reserved_instances"]:
             ledger.release(plan.tenant, "instances",
@@ -326,9 +332,9 @@ class Operations:
                      lambda: sm.delete_endpoint_config(EndpointConfigName=cur["config_name"]))
         if plan.model is not None and cur["package"]:
             old = PackageLocation.from_uri(cur["package"])
-            cleanup.push("delete old package", lambda: self.svc.storage.delete_object(old))
+            cleanup.push("delete old package", lambda: self.storage.delete_object(old))
         cleanup.run()
-        self.svc.storage.delete_record(plan.tenant, plan.names.deployment)
+        self.storage.delete_record(plan.tenant, plan.names.deployment)
 
     def _switch_back(self, plan: Plan, deadline: float) -> None:
         self.wait_settled(plan.names.endpoint, deadline + 600)

@@ -1,19 +1,22 @@
 """The read side of the deployment service: get, list and predict, and the ownership check
-every call makes (an endpoint is a tenant's only if it carries that tenant's tag)."""
+every call makes (an endpoint is a tenant's only if it carries that tenant's tag).
+
+A reader with explicit dependencies (the AWS clients and the records): it changes nothing,
+so the service and the reconciler share it without reaching into each other."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_CONFLICT, RESOURCE_DOES_NOT_EXIST
 
 from mlflow_tenant_plugins.deployments import alarms, scaling
 from mlflow_tenant_plugins.deployments import names as n
-from mlflow_tenant_plugins.deployments.aws import describe, error_code, is_not_found
+from mlflow_tenant_plugins.deployments.aws import AwsClients, describe, error_code, is_not_found
 from mlflow_tenant_plugins.deployments.options import validate_deployment_name
-from mlflow_tenant_plugins.deployments.storage import IN_FLIGHT, busy
+from mlflow_tenant_plugins.deployments.status import OperationRecord, live_variant
+from mlflow_tenant_plugins.deployments.storage import IN_FLIGHT, DeploymentStorage, busy
 
 # SageMaker endpoint statuses that pass on their own (the others wait for the tenant).
 TRANSITIONS = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting")
@@ -34,12 +37,13 @@ def not_in_service(name: str, status: str, action: str) -> MlflowException:
         "and create it again ('mlflow deployments get' shows why it failed)", RESOURCE_CONFLICT)
 
 
-class DeploymentQueries:
-    aws: Any
-    storage: Any
-    page_size: int
+class DeploymentReader:
+    def __init__(self, aws: AwsClients, storage: DeploymentStorage, page_size: int = 100):
+        self.aws = aws
+        self.storage = storage
+        self.page_size = page_size
 
-    def _owned_endpoint(self, names: n.Names) -> tuple[dict, dict[str, str]] | None:
+    def owned_endpoint(self, names: n.Names) -> tuple[dict, dict[str, str]] | None:
         """(DescribeEndpoint, tags) if the endpoint exists and carries this tenant's tag."""
         try:
             desc = self.aws.sagemaker.describe_endpoint(EndpointName=names.endpoint)
@@ -58,35 +62,25 @@ class DeploymentQueries:
             tags.update({t["Key"]: t["Value"] for t in page.get("Tags", [])})
         return tags
 
-    @staticmethod
-    def _from_record(record: dict) -> dict:
-        keys = ("name", "endpoint_name", "status", "operation", "model_uri", "run_id",
-                "flavor", "instance_type", "instance_count", "min_instances", "max_instances",
-                "failure_reason", "rollback_incomplete")
-        return {k: record.get(k) for k in keys if record.get(k) is not None}
-
     # -- read ------------------------------------------------------------------------------
     def get(self, tenant_name: str, name: str) -> dict:
         validate_deployment_name(name)
         names = n.Names(tenant_name, name)
         record = self.storage.get_record(tenant_name, name)
-        found = self._owned_endpoint(names)
+        found = self.owned_endpoint(names)
         if found is None:
             if record is None:
                 raise not_found(tenant_name, name)
-            return self._from_record(record[0])
+            return OperationRecord.from_dict(record[0]).shown()
         desc, tags = found
-        cfg = self.aws.sagemaker.describe_endpoint_config(
-            EndpointConfigName=desc["EndpointConfigName"])["ProductionVariants"][0]
-        live = next((v for v in desc.get("ProductionVariants", [])
-                     if v["VariantName"] == n.VARIANT), {})
+        variant = live_variant(self.aws.sagemaker, desc)
         out = {
             "name": name, "endpoint_name": names.endpoint, "status": desc["EndpointStatus"],
             "model_uri": tags.get(n.TAG_MODEL_URI), "run_id": tags.get(n.TAG_RUN_ID) or None,
             "flavor": tags.get(n.TAG_FLAVOR), "deploy_id": tags.get(n.TAG_DEPLOY_ID),
-            "instance_type": cfg.get("InstanceType"),
-            "instance_count": live.get("CurrentInstanceCount"),
-            "desired_instance_count": live.get("DesiredInstanceCount"),
+            "instance_type": variant.instance_type,
+            "instance_count": variant.current_instances,
+            "desired_instance_count": variant.desired_instances,
             "package": tags.get(n.TAG_PACKAGE),
             "created": desc["CreationTime"].isoformat() if desc.get("CreationTime") else None,
             "last_modified": desc["LastModifiedTime"].isoformat()
@@ -134,14 +128,14 @@ class DeploymentQueries:
                 if record.get("status") in IN_FLIGHT:
                     out[name]["status"] = record["status"]
             else:
-                out[name] = self._from_record(record)
+                out[name] = OperationRecord.from_dict(record).shown()
         return [out[k] for k in sorted(out)]
 
     def predict(self, tenant_name: str, name: str, body: bytes,
                 content_type: str = "application/json") -> tuple[bytes, str]:
         validate_deployment_name(name)
         names = n.Names(tenant_name, name)
-        found = self._owned_endpoint(names)
+        found = self.owned_endpoint(names)
         if found is None:
             raise not_found(tenant_name, name)
         if found[0]["EndpointStatus"] not in ("InService", "Updating"):

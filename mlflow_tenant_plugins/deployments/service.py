@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from mlflow.exceptions import MlflowException
@@ -38,11 +39,12 @@ from mlflow_tenant_plugins.deployments.options import (
     validate_deployment_name,
 )
 from mlflow_tenant_plugins.deployments.queries import (
-    DeploymentQueries,
+    DeploymentReader,
     not_found,
     not_in_service,
 )
 from mlflow_tenant_plugins.deployments.roles import execution_role_arn, network_isolation
+from mlflow_tenant_plugins.deployments.status import OperationRecord, live_variant
 from mlflow_tenant_plugins.deployments.storage import (
     DeploymentStorage,
     check_kept_package,
@@ -57,22 +59,44 @@ _logger = logging.getLogger(__name__)
 DEFAULT_INSTANCE_TYPE = "ml.m5.large"
 
 
-class DeploymentService(DeploymentQueries):
+# A check before a deploy, beside the data-validation gate: raises to refuse.
+DeployCheck = Callable[[Tenant, ModelRef], None]
+
+
+class DeploymentService:
+    """Create, update and delete (here), get, list and predict (its :class:`DeploymentReader`),
+    the long-running steps in :class:`Operations`; each part handed what it uses."""
+
     def __init__(self, registry: TenantRegistry, settings: Settings, *,
                  aws: AwsClients | None = None, resolver: ModelResolver | None = None,
-                 page_size: int = 100):
+                 page_size: int = 100, checks: Sequence[DeployCheck] = ()):
         self.registry = registry
         self.settings = settings
         self.aws = aws or AwsClients(settings)
         self.storage = DeploymentStorage(self.aws.s3, settings,
                                          DeploymentRecords(registry.engine))
         self.resolver = resolver or ModelResolver()
-        self.page_size = page_size
-        self.ops = Operations(self)
-        # Extra checks before a deploy, e.g. the data-validation gate: fn(tenant, model_ref).
-        self.checks: list[Any] = []
+        self.reader = DeploymentReader(self.aws, self.storage, page_size)
+        self.ops = Operations(aws=self.aws, storage=self.storage, ledger=registry.ledger,
+                              resolver=self.resolver, settings=settings,
+                              image_uri=self.image_uri)
+        self.checks = tuple(checks)
         self._jobs: dict[tuple[str, str], threading.Thread] = {}
         self._image: str | None = None
+
+    # -- read (the reader's) ---------------------------------------------------------------
+    def get(self, tenant_name: str, name: str) -> dict:
+        return self.reader.get(tenant_name, name)
+
+    def list(self, tenant_name: str) -> list[dict]:
+        return self.reader.list(tenant_name)
+
+    def predict(self, tenant_name: str, name: str, body: bytes,
+                content_type: str = "application/json") -> tuple[bytes, str]:
+        return self.reader.predict(tenant_name, name, body, content_type)
+
+    def owned_endpoints(self, tenant_name: str) -> Iterator[tuple[dict, dict[str, str]]]:
+        return self.reader.owned_endpoints(tenant_name)
 
     # -- helpers ---------------------------------------------------------------------------
     def image_uri(self) -> str:
@@ -192,7 +216,7 @@ class DeploymentService(DeploymentQueries):
         isolated = self._check_platform(tenant.name, cfg.get("network_isolation"))
         model = self.resolver.resolve(model_uri, tenant.name, flavor)
         self._gate(tenant, model)
-        if self._owned_endpoint(names) is not None:
+        if self.reader.owned_endpoint(names) is not None:
             raise MlflowException(f"deployment '{name}' already exists in tenant "
                                   f"'{tenant.name}'", RESOURCE_ALREADY_EXISTS)
         plan = Plan(
@@ -207,13 +231,13 @@ class DeploymentService(DeploymentQueries):
             topic_arn=tenant.alarm_topic_arn, reserved_instances=hi,
             network_isolation=isolated,
         )
-        record = self._record(plan, "create", "Creating")
-        self.storage.claim(tenant.name, name, record, "create", self._stale_after())
+        record = OperationRecord.for_plan(plan, "create", "Creating")
+        self.storage.claim(tenant.name, name, record.to_dict(), "create", self._stale_after())
         undo = Undo()
         undo.push("drop record", lambda: self.storage.delete_record(tenant.name, name))
         ledger = self.registry.ledger
         try:
-            if self._owned_endpoint(names) is not None:  # finished just before our claim
+            if self.reader.owned_endpoint(names) is not None:  # finished just before our claim
                 raise MlflowException(f"deployment '{name}' already exists in tenant "
                                       f"'{tenant.name}'", RESOURCE_ALREADY_EXISTS)
             ledger.reserve(tenant.name, "endpoints", 1)
@@ -223,22 +247,7 @@ class DeploymentService(DeploymentQueries):
             undo.run()
             raise
         self._start(tenant.name, name, self.ops.run_create, plan, background)
-        return self._from_record(record) if background else self.get(tenant.name, name)
-
-    def _record(self, plan: Plan, operation: str, status: str) -> dict:
-        return {
-            "name": plan.names.deployment, "tenant": plan.tenant, "operation": operation,
-            "status": status, "deploy_id": plan.deploy_id,
-            "endpoint_name": plan.names.endpoint,
-            "model_uri": plan.model.model_uri if plan.model else None,
-            "run_id": plan.model.run_id if plan.model else None,
-            "flavor": plan.model.flavor if plan.model else None,
-            "instance_type": plan.instance_type, "instance_count": plan.instance_count,
-            "min_instances": plan.min_instances, "max_instances": plan.max_instances,
-            "reserved": {"endpoints": 1 if operation == "create" else 0,
-                         "instances": plan.held_instances},
-            "started_at": time.time(),
-        }
+        return record.shown() if background else self.get(tenant.name, name)
 
     # -- update ----------------------------------------------------------------------------
     def update(self, tenant_name: str, name: str, model_uri: str | None = None,
@@ -248,7 +257,7 @@ class DeploymentService(DeploymentQueries):
         cfg = self._server_config(config, UPDATE)
         tenant = self._tenant(tenant_name)
         names = n.Names(tenant.name, name)
-        found = self._owned_endpoint(names)
+        found = self.reader.owned_endpoint(names)
         if found is None:
             raise not_found(tenant.name, name)
         desc, tags = found
@@ -294,8 +303,8 @@ class DeploymentService(DeploymentQueries):
         )
         if strategy == "blue-green":
             plan.deployment_config = self._blue_green(names, cfg)
-        record = self._record(plan, "update", "Updating")
-        self.storage.claim(tenant.name, name, record, "update", self._stale_after())
+        record = OperationRecord.for_plan(plan, "update", "Updating")
+        self.storage.claim(tenant.name, name, record.to_dict(), "update", self._stale_after())
         try:
             self.registry.ledger.reserve(tenant.name, "instances", plan.held_instances)
         except QuotaExceeded as exc:
@@ -309,7 +318,7 @@ class DeploymentService(DeploymentQueries):
             self.storage.delete_record(tenant.name, name)
             raise
         self._start(tenant.name, name, self.ops.run_update, plan, background)
-        return self._from_record(record) if background else self.get(tenant.name, name)
+        return record.shown() if background else self.get(tenant.name, name)
 
     @staticmethod
     def _blue_green(names: n.Names, cfg: dict[str, Any]) -> dict:
@@ -335,10 +344,8 @@ class DeploymentService(DeploymentQueries):
 
     def _current(self, names: n.Names, desc: dict, tags: dict[str, str]) -> dict[str, Any]:
         """What the endpoint runs now, read back from SageMaker, CloudWatch and AAS."""
-        sm = self.aws.sagemaker
-        config = sm.describe_endpoint_config(EndpointConfigName=desc["EndpointConfigName"])
-        variant = config["ProductionVariants"][0]
-        model = sm.describe_model(ModelName=variant["ModelName"])
+        variant = live_variant(self.aws.sagemaker, desc)
+        model = self.aws.sagemaker.describe_model(ModelName=variant.model_name)
         env = dict(model.get("PrimaryContainer", {}).get("Environment", {}))
         isolated = bool(model.get("EnableNetworkIsolation", False))
         for key in ("MLFLOW_DEPLOYMENT_FLAVOR_NAME", "SERVING_ENVIRONMENT"):
@@ -352,13 +359,9 @@ class DeploymentService(DeploymentQueries):
                 thresholds[kind.key] = alarm["Threshold"] / kind.scale
                 thresholds["alarm_period_seconds"] = alarm["Period"]
                 thresholds["alarm_evaluation_periods"] = alarm["EvaluationPeriods"]
-        live = next((v for v in desc.get("ProductionVariants", [])
-                     if v["VariantName"] == n.VARIANT), {})
         return {
-            "config_name": desc["EndpointConfigName"], "model_name": variant["ModelName"],
-            "instance_type": variant["InstanceType"],
-            "instance_count": live.get("CurrentInstanceCount",
-                                       variant.get("InitialInstanceCount", 1)),
+            "config_name": variant.config_name, "model_name": variant.model_name,
+            "instance_type": variant.instance_type, "instance_count": variant.instance_count,
             "env": env, "thresholds": thresholds, "network_isolation": isolated,
             "scaling": scaling.describe(self.aws.autoscaling, names),
             "package": tags.get(n.TAG_PACKAGE, ""),
@@ -377,13 +380,13 @@ class DeploymentService(DeploymentQueries):
         tenant = self.registry.get_tenant(tenant_name)
         names = n.Names(tenant.name, name)
         previous = self.storage.get_record(tenant.name, name)
-        found = self._owned_endpoint(names)
+        found = self.reader.owned_endpoint(names)
         packages = self.storage.packages(tenant.name, name)
         if found is None and previous is None and not packages:
             raise not_found(tenant.name, name)
-        self.storage.claim(tenant.name, name, {"name": name, "tenant": tenant.name,
-                                               "operation": "delete", "status": "Deleting"},
-                           "delete", self._stale_after())
+        deleting = OperationRecord(name, tenant.name, "delete", "Deleting")
+        self.storage.claim(tenant.name, name, deleting.to_dict(), "delete",
+                           self._stale_after())
         sm, ledger, cw = self.aws.sagemaker, self.registry.ledger, self.aws.cloudwatch
         reserved = (previous[0].get("reserved") or {}) if previous else {}
         if found is not None:
@@ -421,10 +424,8 @@ class DeploymentService(DeploymentQueries):
         steps.push("deregister scaling", lambda: scaling.deregister(self.aws.autoscaling, names))
         leftovers = steps.run()
         if leftovers:
-            record = {"name": name, "tenant": tenant.name, "operation": "delete",
-                      "status": "Failed", "failure_reason": "delete incomplete",
-                      "rollback_incomplete": leftovers, "reserved": {}}
-            self.storage.put_record(tenant.name, name, record)
+            record = deleting.failed("delete incomplete", leftovers)
+            self.storage.put_record(tenant.name, name, record.to_dict())
             raise MlflowException(f"delete of '{name}' incomplete: {'; '.join(leftovers)}")
         self.storage.delete_record(tenant.name, name)
         return {"name": name, "status": "Deleted"}
