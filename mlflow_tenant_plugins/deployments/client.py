@@ -46,6 +46,11 @@ PAYLOAD_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 
 
 PREVIEW_CHARS = 200
+# Direct mode works on the platform's own registry; with none named it would have made (and
+# deployed against) a new ./mlflow.db that no server reads, as the admin CLI once did.
+NO_DATABASE = ("direct mode needs the platform's database: set MLFLOW_TENANT_DATABASE_URI=URI "
+               "(the server's --backend-store-uri, e.g. postgresql://…), or database_uri in the "
+               "TOML file named by MLFLOW_TENANT_CONFIG")
 
 
 class DeploymentClientError(MlflowException, click.ClickException):
@@ -184,13 +189,15 @@ class TenantSageMakerDeploymentClient(BaseDeploymentClient):
         if self._service is None:
             import mlflow
 
-            from mlflow_tenant_plugins.config import load_settings
+            from mlflow_tenant_plugins.config import database_source, load_settings
             from mlflow_tenant_plugins.deployments.aws import AwsClients
             from mlflow_tenant_plugins.deployments.model_source import ModelResolver
             from mlflow_tenant_plugins.deployments.service import DeploymentService
             from mlflow_tenant_plugins.tenancy import TenantRegistry
 
             settings = load_settings()
+            if database_source() is None:
+                raise MlflowException.invalid_parameter_value(NO_DATABASE)
             self._service = DeploymentService(
                 TenantRegistry.from_settings(settings), settings,
                 aws=AwsClients(settings, region=self.region),
