@@ -1,5 +1,8 @@
 """MLflow settings a multi-tenant server must not run with, checked before it serves.
 
+A tenant's code never runs with the platform's rights: the server refuses to start with
+MLflow's custom-scorer execution on (it exec()s scorer source any editor sends).
+
 MLflow fetches URLs that tenants choose (webhook deliveries, an AI gateway secret's
 ``api_base``, icon URLs) from the server itself, and refuses private, loopback and link-local
 targets unless a ``MLFLOW_*_ALLOW_PRIVATE_IPS`` switch is on. On a shared server one tenant
@@ -41,6 +44,16 @@ def private_ip_switches_on(environ: Mapping[str, str]) -> list[str]:
 
 
 MODEL_CATALOG_URI = "MLFLOW_MODEL_CATALOG_URI"
+# MLflow 3.17: with this on, a decorator scorer's source sent by any editor
+# (``/ajax-api/3.0/mlflow/scorer/invoke``) is exec()'d in the server's job runner, which holds the
+# platform's database URI and AWS credentials. No tenant's code may run with the platform's
+# rights, so the platform refuses to start with it on.
+CODE_EXECUTION_SWITCHES = ("MLFLOW_SERVER_ENABLE_CUSTOM_SCORERS",)
+
+
+def code_execution_switches_on(environ: Mapping[str, str]) -> list[str]:
+    return sorted(name for name in CODE_EXECUTION_SWITCHES
+                  if environ.get(name, "").strip().lower() not in _FALSE)
 
 
 def secure_mlflow_settings(environ: MutableMapping[str, str] | None = None) -> None:
@@ -54,5 +67,13 @@ def secure_mlflow_settings(environ: MutableMapping[str, str] | None = None) -> N
             f"tenant-auth refuses to start with {', '.join(on)} on: tenants' webhook and "
             "gateway URLs could then reach the instance metadata service (its AWS credentials) "
             "and loopback; unset it",
+            INVALID_STATE,
+        )
+    running = code_execution_switches_on(environ)
+    if running:
+        raise MlflowException(
+            f"tenant-auth refuses to start with {', '.join(running)} on: a tenant's scorer code "
+            "would run in the server's job runner with the platform's database and AWS "
+            "credentials; unset it",
             INVALID_STATE,
         )

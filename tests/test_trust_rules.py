@@ -377,3 +377,36 @@ def test_unknown_kids_arriving_fast_hold_at_most_four_key_fetches():
     assert keys.fetches == MAX_OUTBOUND_CHECKS
     assert len(outcomes) == MAX_OUTBOUND_CHECKS and not any(
         isinstance(e, KeysBusy) for e in outcomes)
+
+
+def test_a_person_bound_later_elsewhere_keeps_landing_in_its_home_tenant(local_registry):
+    """Another tenant's admin binding a person cannot move it or lock it out: naming no
+    tenant lands in the oldest binding; naming a bound workspace picks that one."""
+    from mlflow_tenant_plugins.auth.external import external_identity
+    from mlflow_tenant_plugins.tenancy.roles import Role
+
+    reg = local_registry
+    reg.bind("proxy:bob", "globex", "editor")
+    reg.bind("proxy:bob", "acme", "viewer")  # later, by acme's admin
+    home = external_identity(reg, "proxy:bob", None, Role.VIEWER, "proxy")
+    assert (home.tenant, home.role) == ("globex", Role.EDITOR)
+    chosen = external_identity(reg, "proxy:bob", None, Role.VIEWER, "proxy", requested="acme")
+    assert (chosen.tenant, chosen.role) == ("acme", Role.VIEWER)
+    elsewhere = external_identity(reg, "proxy:bob", None, Role.VIEWER, "proxy",
+                                  requested="initech")
+    assert elsewhere.tenant == "globex"  # an unbound workspace provisions nothing
+    assert set(reg.bindings_of("proxy:bob")) == {"globex", "acme"}
+
+
+def test_unbinding_answers_alike_for_members_elsewhere_and_nobody(local_registry):
+    from mlflow.exceptions import MlflowException
+
+    reg = local_registry
+    reg.bind("oidc:alice@globex.example", "globex", "editor")
+    answers = []
+    for who in ("oidc:alice@globex.example", "oidc:nobody@globex.example"):
+        with pytest.raises(MlflowException) as exc:
+            reg.unbind(who, "acme")
+        answers.append((exc.value.error_code, exc.value.message.replace(who, "WHO")))
+    assert answers[0] == answers[1] and answers[0][0] == "RESOURCE_DOES_NOT_EXIST"
+    assert list(reg.bindings_of("oidc:alice@globex.example")) == ["globex"]

@@ -29,7 +29,8 @@ def parse_role(value: object, source: str, method: str = "") -> Role | Refusal:
 
 
 def external_identity(registry: TenantRegistry, principal: str, tenant: str | None,
-                      role: Role, method: str, provision: bool = False) -> Identity | Refusal:
+                      role: Role, method: str, provision: bool = False,
+                      requested: str | None = None) -> Identity | Refusal:
     """The identity an authority we trust (the ALB, the proxy) asserts.
 
     With ``provision`` off (``external_roles = "registry"``, the default) only *who* comes
@@ -39,7 +40,9 @@ def external_identity(registry: TenantRegistry, principal: str, tenant: str | No
     (``"asserted"``) the principal is provisioned on first sight with the asserted tenant and
     role — only for an IdP and proxy whose every claim and header the platform controls.
 
-    Without a tenant the principal's single binding is used (or, for a platform admin, none).
+    Without a tenant the workspace the request names (``requested``) picks among the
+    principal's bindings, else its home binding (its oldest) is used (or, for a platform admin,
+    none).
     Refusals do not say whether the tenant exists.
     """
     no_tenant = Refusal(NO_TENANT_REASON, method=method)
@@ -49,12 +52,19 @@ def external_identity(registry: TenantRegistry, principal: str, tenant: str | No
         return Refusal(f"the {method} identity is not a valid principal name", method=method)
     admin = registry.is_platform_admin(principal)
     bindings = registry.bindings_of(principal)
+    if tenant is None and not provision and requested in bindings:
+        # The workspace the request names picks among the principal's own bindings (never
+        # provisions: with asserted roles that would bind the user wherever it pointed).
+        tenant = requested
     if tenant is None:
         if admin:
             return Identity(principal, None, None, True, method)
-        if len(bindings) == 1:
-            (only, its_role), = bindings.items()
-            return Identity(principal, only, its_role, False, method)
+        if bindings:
+            # The home tenant: the oldest binding. Another tenant's admin binding this
+            # person later cannot move it, nor lock it out by making its tenant ambiguous;
+            # to act in another of its tenants the person names it (MLFLOW_WORKSPACE).
+            home, its_role = next(iter(bindings.items()))
+            return Identity(principal, home, its_role, False, method)
         return Refusal(f"the {method} identity names no tenant", method=method)
     if not provision:
         if tenant not in bindings:

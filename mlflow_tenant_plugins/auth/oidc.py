@@ -34,6 +34,7 @@ from mlflow_tenant_plugins.config import ConfigError, Settings
 from mlflow_tenant_plugins.tenancy import TenantRegistry
 from mlflow_tenant_plugins.tenancy.entities import Identity
 from mlflow_tenant_plugins.tenancy.roles import Role
+from mlflow_tenant_plugins.wire import WORKSPACE_HEADER
 
 _logger = logging.getLogger(__name__)
 
@@ -207,9 +208,12 @@ class AlbOidcMethod:
         raw = headers.get(HEADER)
         if not raw:
             return None
-        return self.cache.get_bounded("oidc:" + digest(raw), lambda: self._verify(raw))
+        requested = (headers.get(WORKSPACE_HEADER.lower()) or "").strip() or None
+        return self.cache.get_bounded("oidc:" + digest(raw, requested or ""),
+                                      lambda: self._verify(raw, requested))
 
-    def _verify(self, raw: str) -> tuple[Identity | Refusal, float | None]:
+    def _verify(self, raw: str, requested: str | None = None
+                ) -> tuple[Identity | Refusal, float | None]:
         try:
             token = parse_token(raw)
             expires = self._check(token)
@@ -232,9 +236,9 @@ class AlbOidcMethod:
             return role, None
         principal = PRINCIPAL_PREFIX + subject.strip()
         identity = self.cache.get(
-            "oidc-id:" + digest(principal, tenant or "", role.value),
+            "oidc-id:" + digest(principal, tenant or "", role.value, requested or ""),
             lambda: external_identity(self.registry, principal, tenant or None, role, METHOD,
-                                      provision=self.provision))
+                                      provision=self.provision, requested=requested))
         return identity, max(expires - time.time(), 0)
 
     def _check(self, token: AlbToken) -> float:

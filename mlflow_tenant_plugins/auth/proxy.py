@@ -24,6 +24,7 @@ from mlflow_tenant_plugins.config import ConfigError, Settings
 from mlflow_tenant_plugins.tenancy import TenantRegistry
 from mlflow_tenant_plugins.tenancy.entities import Identity
 from mlflow_tenant_plugins.tenancy.roles import Role
+from mlflow_tenant_plugins.wire import WORKSPACE_HEADER
 
 _logger = logging.getLogger(__name__)
 
@@ -82,15 +83,17 @@ class TrustedProxyMethod:
             return Refusal(f"the proxy sent an empty {self.user_header} header", method=METHOD)
         tenant = (headers.get(self.tenant_header) or "").strip() or None
         role_value = (headers.get(self.role_header) or "").strip() or Role.VIEWER.value
-        key = "proxy:" + digest(user, tenant or "", role_value)
-        return self.cache.get(key, lambda: self._identity(user, tenant, role_value))
+        requested = (headers.get(WORKSPACE_HEADER.lower()) or "").strip() or None
+        key = "proxy:" + digest(user, tenant or "", role_value, requested or "")
+        return self.cache.get(key, lambda: self._identity(user, tenant, role_value, requested))
 
-    def _identity(self, user: str, tenant: str | None, role_value: str) -> Identity | Refusal:
+    def _identity(self, user: str, tenant: str | None, role_value: str,
+                  requested: str | None = None) -> Identity | Refusal:
         role = parse_role(role_value, f"the proxy's {self.role_header} header", METHOD)
         if isinstance(role, Refusal):
             return role
         return external_identity(self.registry, PRINCIPAL_PREFIX + user, tenant, role, METHOD,
-                                 provision=self.provision)
+                                 provision=self.provision, requested=requested)
 
     def _warn_once(self, client_addr: str | None) -> None:
         if client_addr not in self._warned:

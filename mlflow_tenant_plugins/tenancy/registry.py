@@ -347,16 +347,20 @@ class TenantRegistry:
             )
 
     def unbind(self, principal: str, tenant: str) -> None:
+        """Remove ``principal``'s role in ``tenant``. One answer for a principal that exists
+        only elsewhere and one that exists nowhere: the tenant's admin learns nothing of other
+        tenants' members."""
         with self._session() as s:
             principal_id = s.scalar(select(PrincipalRow.id).where(PrincipalRow.name == principal))
-            if principal_id is None:
-                raise _not_found(f"principal '{principal}'")
-            s.execute(
+            removed = principal_id is not None and s.execute(
                 delete(RoleBindingRow).where(
                     RoleBindingRow.principal_id == principal_id, RoleBindingRow.tenant == tenant
                 )
-            )
+            ).rowcount
             s.commit()
+        if not removed:
+            raise MlflowException(f"'{principal}' is not a member of tenant '{tenant}'",
+                                  RESOURCE_DOES_NOT_EXIST)
         self.mirror.unassign(principal, tenant)
 
     def members(self, tenant: str) -> list[Member]:
@@ -371,13 +375,15 @@ class TenantRegistry:
         return [Member(n, tenant, r, k) for n, r, k in rows]
 
     def bindings_of(self, principal: str) -> dict[str, Role]:
-        """Tenant -> role for a principal (OIDC, proxy and IAM identities use these)."""
+        """Tenant -> role for a principal (OIDC, proxy and IAM identities use these), oldest
+        binding first: the first is the principal's home tenant."""
         with self._session() as s:
             rows = s.execute(
                 select(RoleBindingRow.tenant, RoleBindingRow.role)
                 .join(PrincipalRow, RoleBindingRow.principal_id == PrincipalRow.id)
                 .join(TenantRow, TenantRow.name == RoleBindingRow.tenant)
                 .where(PrincipalRow.name == principal, TenantRow.status == "active")
+                .order_by(RoleBindingRow.created_at, RoleBindingRow.id)
             ).all()
         return {t: Role(r) for t, r in rows}
 
