@@ -60,7 +60,8 @@ def client_basename(path: str) -> str:
 class TenantMultipartUploads:
     """``MultipartUploadMixin`` for :class:`TenantS3ArtifactRepository` (mixed in before
     ``S3ArtifactRepository``, whose unscoped versions it replaces). Uses the repository's
-    ``_require_scope``, ``_quota``, ``_get_s3_client``, ``_put_args`` and ``_head_size``."""
+    ``_require_scope``, ``_quota``, ``_get_s3_client``, ``_put_args`` and
+    ``_replaced_version``."""
 
     def _multipart_key(self, local_file: str, artifact_path: str | None) -> tuple[TenantScope, str]:
         scope = self._require_scope()
@@ -139,7 +140,7 @@ class TenantMultipartUploads:
                 for p in page.get("Parts", [])
                 if p["PartNumber"] in numbers
             )
-            replaced = self._head_size(client, scope.bucket, key)
+            replaced = self._replaced_version(client, scope, key)
             quota = self._quota(scope)
             held = quota.holding(self._runtime.reservations.claim(scope.tenant, upload_id))
             try:

@@ -33,7 +33,7 @@ import os
 import posixpath
 import threading
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from io import BytesIO
 from mimetypes import guess_type
@@ -62,7 +62,7 @@ from mlflow_tenant_plugins.artifacts.paths import (
     check_tenant,
     parse_uri,
 )
-from mlflow_tenant_plugins.artifacts.quota import GrowingHold, StorageQuota
+from mlflow_tenant_plugins.artifacts.quota import GrowingHold, ObjectVersion, StorageQuota
 from mlflow_tenant_plugins.artifacts.runtime import Runtime, runtime_for
 from mlflow_tenant_plugins.artifacts.streaming import TenantStreamUploads
 from mlflow_tenant_plugins.config import Settings
@@ -207,32 +207,46 @@ class TenantS3ArtifactRepository(TenantMultipartUploads, TenantStreamUploads,
             Filename=local_file, Bucket=bucket, Key=key, ExtraArgs=self._put_args(local_file)
         )
 
-    def _head_size(self, client: Any, bucket: str, key: str) -> int:
-        """Size of the object at ``key``, 0 if there is none."""
+    def _version(self, scope: TenantScope, key: str, etag: str, modified: Any, size: Any,
+                 seen: int) -> ObjectVersion:
+        return ObjectVersion.of(scope.tenant, scope.bucket, key, etag, modified, size, seen)
+
+    def _replaced_version(self, client: Any, scope: TenantScope, key: str,
+                          seen: int | None = None) -> ObjectVersion | None:
+        """The object at ``key`` that a write is about to replace (HEAD), None if there is
+        none. The release mark is read first unless the caller read it (see :mod:`.quota`)."""
+        seen = self._quota(scope).mark() if seen is None else seen
         try:
-            head = client.head_object(Bucket=bucket, Key=key, **self._bucket_owner_params)
+            head = client.head_object(Bucket=scope.bucket, Key=key, **self._bucket_owner_params)
         except ClientError as error:
             if error_code(error) in NOT_FOUND_CODES:
-                return 0
+                return None
             raise
-        return int(head["ContentLength"])
+        return self._version(scope, key, head["ETag"], head["LastModified"],
+                             head["ContentLength"], seen)
 
-    def _existing_sizes(
+    def _existing_versions(
         self, client: Any, scope: TenantScope, keys: list[str], prefix: str | None
-    ) -> dict[str, int]:
-        """Sizes of the objects that writing ``keys`` would replace: a HEAD for one key, one
+    ) -> dict[str, ObjectVersion]:
+        """The objects that writing ``keys`` would replace: a HEAD for one key, one
         (paginated) listing of ``prefix`` for many."""
+        seen = self._quota(scope).mark()
         if prefix is None:
-            return {k: self._head_size(client, scope.bucket, k) for k in keys}
-        wanted, found = set(keys), {}
+            found = {k: self._replaced_version(client, scope, k, seen) for k in keys}
+            return {k: v for k, v in found.items() if v is not None}
+        wanted, versions = set(keys), {}
+        for obj in self._listed(client, scope, prefix):
+            if obj["Key"] in wanted:
+                versions[obj["Key"]] = self._version(
+                    scope, obj["Key"], obj["ETag"], obj["LastModified"], obj["Size"], seen)
+        return versions
+
+    def _listed(self, client: Any, scope: TenantScope, prefix: str) -> Iterator[dict]:
         pages = client.get_paginator("list_objects_v2").paginate(
             Bucket=scope.bucket, Prefix=prefix, **self._bucket_owner_params
         )
         for page in pages:
-            for obj in page.get("Contents", []):
-                if obj["Key"] in wanted:
-                    found[obj["Key"]] = int(obj["Size"])
-        return found
+            yield from page.get("Contents", [])
 
     def _write(self, scope: TenantScope, writes: list[_Write], prefix: str | None,
                held: GrowingHold | None = None) -> None:
@@ -243,22 +257,23 @@ class TenantS3ArtifactRepository(TenantMultipartUploads, TenantStreamUploads,
             if len(writes) == 1 and writes[0].create_only is not None:
                 self._write_new_or_replace(client, scope, writes[0], held)
                 return
-            existing = self._existing_sizes(client, scope, [w.key for w in writes], prefix)
+            existing = self._existing_versions(client, scope, [w.key for w in writes], prefix)
             with self._quota(scope).batch(sum(w.size for w in writes), held) as batch:
                 for w in writes:
                     w.upload(client)
-                    batch.wrote(w.size, existing.get(w.key, 0))
+                    batch.wrote(w.size, existing.get(w.key))
 
     def _write_new_or_replace(self, client: Any, scope: TenantScope, w: _Write,
                               held: GrowingHold | None = None) -> None:
         """Most artifacts are new keys: write create-only, and only if S3 says the key is
-        taken, learn the size it replaces (HEAD) and overwrite. Saves the HEAD every write
-        would otherwise pay, and two writers racing for a new key are accounted exactly."""
+        taken, learn the object it replaces (HEAD) and overwrite. Saves the HEAD every write
+        would otherwise pay, and two writers racing for a new key are accounted exactly;
+        writers racing to overwrite one key give the replaced object back once."""
         with self._quota(scope).batch(w.size, held) as batch:
             if w.create_only(client):
                 batch.wrote(w.size)
                 return
-            replaced = self._head_size(client, scope.bucket, w.key)
+            replaced = self._replaced_version(client, scope, w.key)
             w.upload(client)
             batch.wrote(w.size, replaced)
 
@@ -352,23 +367,24 @@ class TenantS3ArtifactRepository(TenantMultipartUploads, TenantStreamUploads,
 
     # -- deletes ---------------------------------------------------------------------------
     def delete_artifacts(self, artifact_path: str | None = None) -> None:
-        """Delete the file or folder at ``artifact_path`` and release the deleted bytes."""
+        """Delete the file or folder at ``artifact_path`` and release the deleted bytes —
+        each listed object version once, however many requests delete it (see :mod:`.quota`)."""
         scope = self._require_scope()
         key = scope.key(artifact_path)
         client = self._get_s3_client()
         prefix = scope.list_prefix(key) if key == scope.fence else key
-        sizes: dict[str, int] = {}
-        released, errors = 0, []
+        quota = self._quota(scope)
+        listed: dict[str, ObjectVersion] = {}
+        removed: list[ObjectVersion] = []
+        errors: list[dict] = []
         with s3_errors(f"deleting artifacts of tenant '{scope.tenant}'"):
-            pages = client.get_paginator("list_objects_v2").paginate(
-                Bucket=scope.bucket, Prefix=prefix, **self._bucket_owner_params
-            )
-            for page in pages:
-                for obj in page.get("Contents", []):
-                    k = obj["Key"]
-                    if is_object_key_within_path(k, key) and scope.contains(k, strict=True):
-                        sizes[k] = int(obj["Size"])
-            keys = list(sizes)
+            seen = quota.mark()  # before the listing
+            for obj in self._listed(client, scope, prefix):
+                k = obj["Key"]
+                if is_object_key_within_path(k, key) and scope.contains(k, strict=True):
+                    listed[k] = self._version(scope, k, obj["ETag"], obj["LastModified"],
+                                              obj["Size"], seen)
+            keys = list(listed)
             try:
                 for i in range(0, len(keys), _DELETE_BATCH):
                     response = client.delete_objects(
@@ -376,10 +392,11 @@ class TenantS3ArtifactRepository(TenantMultipartUploads, TenantStreamUploads,
                         Delete={"Objects": [{"Key": k} for k in keys[i : i + _DELETE_BATCH]]},
                         **self._bucket_owner_params,
                     )
-                    released += sum(sizes.get(d["Key"], 0) for d in response.get("Deleted", []))
+                    removed += [listed[d["Key"]] for d in response.get("Deleted", [])
+                                if d.get("Key") in listed]
                     errors += response.get("Errors", [])
             finally:
-                self._quota(scope).release(released)
+                quota.release_removed(removed)
         if errors:
             first = errors[0]
             code = BOTO_TO_MLFLOW_ERROR.get(first.get("Code", ""), INTERNAL_ERROR)

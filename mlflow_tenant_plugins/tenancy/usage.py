@@ -9,7 +9,7 @@ concurrent reservations from many threads and processes can never pass the quota
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from mlflow.exceptions import MlflowException
@@ -17,6 +17,7 @@ from mlflow.protos.databricks_pb2 import INVALID_STATE
 from sqlalchemy import case, select, update
 from sqlalchemy.engine import Engine
 
+from mlflow_tenant_plugins.tenancy import releases
 from mlflow_tenant_plugins.tenancy.errors import QuotaExceeded
 from mlflow_tenant_plugins.tenancy.models import DELETING, TenantRow, UsageRow, utcnow
 
@@ -49,6 +50,18 @@ def _check_resource(resource: str) -> None:
         raise MlflowException.invalid_parameter_value(
             f"unknown resource {resource!r}; known: {', '.join(RESOURCES)}"
         )
+
+
+def _decrement(tenant: str, resource: str, amount: int):
+    """Use never goes below zero."""
+    return (
+        update(UsageRow)
+        .where(UsageRow.tenant == tenant, UsageRow.resource == resource)
+        .values(
+            used=case((UsageRow.used >= amount, UsageRow.used - amount), else_=0),
+            updated_at=utcnow(),
+        )
+    )
 
 
 class UsageLedger:
@@ -84,20 +97,34 @@ class UsageLedger:
         raise QuotaExceeded(tenant, resource, amount, current.used, current.limit)
 
     def release(self, tenant: str, resource: str, amount: int) -> None:
-        """Give back ``amount``; use never goes below zero (a double release is harmless)."""
+        """Give back ``amount`` (use never goes below zero). What an object's removal frees is
+        given back by :meth:`release_removed`, which counts each object version once."""
         _check_resource(resource)
         if amount <= 0:
             return
-        stmt = (
-            update(UsageRow)
-            .where(UsageRow.tenant == tenant, UsageRow.resource == resource)
-            .values(
-                used=case((UsageRow.used >= amount, UsageRow.used - amount), else_=0),
-                updated_at=utcnow(),
-            )
-        )
         with self._engine.begin() as conn:
-            conn.execute(stmt)
+            conn.execute(_decrement(tenant, resource, amount))
+
+    def release_mark(self) -> int:
+        """Read before looking at objects whose removal :meth:`release_removed` will give
+        back (see :mod:`.releases`)."""
+        with self._engine.connect() as conn:
+            return releases.mark(conn)
+
+    def release_removed(self, tenant: str, resource: str,
+                        removed: Sequence[releases.RemovedVersion], also: int = 0) -> int:
+        """Give back the sizes of removed object versions — each version at most once, across
+        threads, workers and instances — plus ``also``, in one transaction; the total given."""
+        _check_resource(resource)
+        if not removed:
+            self.release(tenant, resource, also)
+            return max(0, also)
+        with self._engine.begin() as conn:
+            amount = max(0, also) + releases.claim(conn, removed)
+            if amount > 0:
+                conn.execute(_decrement(tenant, resource, amount))
+        releases.prune_now_and_then(self._engine)
+        return amount
 
     @contextlib.contextmanager
     def reservation(self, tenant: str, resource: str, amount: int) -> Iterator[None]:
@@ -140,6 +167,3 @@ class UsageLedger:
 
     def for_tenant(self, tenant: str) -> list[Usage]:
         return [self.get(tenant, r) for r in RESOURCES]
-
-    def holds_resources(self, tenant: str) -> bool:
-        return any(u.used > 0 for u in self.for_tenant(tenant))
