@@ -13,15 +13,13 @@ credentials (``get-artifact``, trace downloads, deployments). A tenant may there
 Registered as a Flask ``before_request`` after MLflow's authorization, so a caller is
 authenticated and authorized before its body is read. Under this check the repository fence
 (:mod:`mlflow_tenant_plugins.artifacts.fence`) refuses any read outside the tenant's storage,
-whatever got stored. MLflow private names used here (MLflow 3.17.2): the view names below,
-``mlflow.server.handlers._get_tracking_store`` and
-``mlflow.prompt.constants._PROMPT_SOURCE_PLACEHOLDERS``.
+whatever got stored. MLflow internals used here: the view names below (checked at startup),
+and through ``mlflow_hooks.server`` the server's tracking store and the prompt placeholders.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 from flask import Flask, Response, request
@@ -30,6 +28,11 @@ from mlflow.protos.databricks_pb2 import INVALID_STATE, RESOURCE_DOES_NOT_EXIST
 from mlflow.utils.workspace_context import get_request_workspace
 
 from mlflow_tenant_plugins.artifacts import fence
+from mlflow_tenant_plugins.mlflow_hooks.server import (
+    artifacts_destination,
+    prompt_source_placeholders,
+    tracking_store,
+)
 
 CREATE_MODEL_VERSION = "_create_model_version"
 TRACE_WRITES = (
@@ -68,12 +71,11 @@ def _is_prompt(body: dict[str, Any]) -> bool:
 
 
 def _check_own_run(source: str) -> None:
-    from mlflow.server.handlers import _get_tracking_store
     from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
 
     run_id, _path = RunsArtifactRepository.parse_runs_uri(source)
     try:
-        _get_tracking_store().get_run(run_id)  # the store answers only for this workspace
+        tracking_store().get_run(run_id)  # the store answers only for this workspace
     except MlflowException as exc:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
             raise MlflowException(
@@ -84,12 +86,10 @@ def _check_own_run(source: str) -> None:
 
 
 def check_model_version_source(body: dict[str, Any]) -> None:
-    from mlflow.prompt.constants import _PROMPT_SOURCE_PLACEHOLDERS
-
     source = body.get("source")
     if source is None:
         return  # MLflow refuses a missing source
-    if _is_prompt(body) and source in _PROMPT_SOURCE_PLACEHOLDERS:
+    if _is_prompt(body) and source in prompt_source_placeholders():
         return  # a prompt version's placeholder, never read as a location
     if fence.check_source(source, get_request_workspace()) == "runs":
         _check_own_run(source)
@@ -131,10 +131,8 @@ def check_request() -> Response | None:
 def install(app: Flask) -> None:
     """Check request locations on ``app`` (after MLflow's own before-request hooks) and fence
     the server's artifact repositories. Refuses to start if MLflow renamed a checked view."""
-    from mlflow.server import ARTIFACTS_DESTINATION_ENV_VAR
-
     missing = [e for e in (CREATE_MODEL_VERSION, *TRACE_WRITES) if e not in app.view_functions]
     if missing:
         raise MlflowException(f"tenant-auth: MLflow views not found: {missing}", INVALID_STATE)
     app.before_request(check_request)
-    fence.install(os.environ.get(ARTIFACTS_DESTINATION_ENV_VAR))
+    fence.install(artifacts_destination() or None)

@@ -1,6 +1,7 @@
 """The tenant-sagemaker client plugin: loaded by MLflow's plugin manager, talking to the
 deployment routes over HTTP with MLflow's REST helpers. The routes are mounted with
-``routes.register`` on a small Flask app whose test hook stands in for tenant-auth's engine
+``routes.register`` on a small Flask app, with a platform of its own whose deployment service
+is the test's, and a test hook standing in for tenant-auth's engine
 (identity from ``Bearer <tenant>:<role>``); the service behind them runs against moto."""
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from tests.fixtures.process import free_port
 def routes_url(deploy_env):
     from mlflow_tenant_plugins.auth.identity import set_identity
     from mlflow_tenant_plugins.deployments import routes
+    from mlflow_tenant_plugins.platform import Platform
     from mlflow_tenant_plugins.tenancy import Role
     from mlflow_tenant_plugins.tenancy.entities import Identity
 
@@ -41,7 +43,8 @@ def routes_url(deploy_env):
         set_identity(Identity(f"{tenant}-user", tenant, Role(role), False, "test"))
 
     service = deploy_env.service()
-    routes.register(app, service)
+    routes.register(app, Platform(deploy_env.settings, deploy_env.registry,
+                                  deployments=lambda: service))
     server = make_server("127.0.0.1", free_port(), app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

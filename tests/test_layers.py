@@ -134,3 +134,93 @@ def test_no_import_cycles_inside_auth() -> None:
     cycles = [c for m in inside if (c := _cycle_through(m, graph))]
     assert not cycles, "auth/ modules import each other in circles: " + "; ".join(
         " -> ".join(p.removeprefix(auth + ".") for p in c) for c in cycles)
+
+
+# -- MLflow's internals: only mlflow_hooks/ touches them -----------------------------------
+HOOKS = f"{PACKAGE}.mlflow_hooks"
+
+
+def mlflow_private_uses(source: str) -> list[str]:
+    """MLflow private names ``source`` reaches for: ``from mlflow… import _x`` (or a private
+    module), ``alias._y`` on a name bound to an mlflow module or import, ``import
+    mlflow.server.auth`` (importing basic-auth configures it), and ``_MLFLOW_…`` strings
+    (the environment ``mlflow server`` hands its workers)."""
+    found: list[str] = []
+    aliases: set[str] = set()
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] != "mlflow":
+                    continue
+                aliases.add(alias.asname or "mlflow")
+                if any(p.startswith("_") for p in alias.name.split(".")) or _under(
+                        alias.name, "mlflow.server.auth"):
+                    found.append(alias.name)
+        elif isinstance(node, ast.ImportFrom) and not node.level and (
+                node.module or "").split(".")[0] == "mlflow":
+            for alias in node.names:
+                full = f"{node.module}.{alias.name}"
+                if (alias.name.startswith("_")
+                        or any(p.startswith("_") for p in node.module.split("."))
+                        or _under(full, "mlflow.server.auth")
+                        or _under(node.module, "mlflow.server.auth")):
+                    found.append(full)
+                else:
+                    aliases.add(alias.asname or alias.name)
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and node.attr.startswith("_")
+                and not node.attr.startswith("__")):
+            base = node.value
+            while isinstance(base, ast.Attribute):
+                base = base.value
+            if isinstance(base, ast.Name) and base.id in aliases:
+                found.append(f"{base.id}….{node.attr}")
+        elif (isinstance(node, ast.Constant) and isinstance(node.value, str)
+              and node.value.startswith("_MLFLOW_")):
+            found.append(repr(node.value))
+    return found
+
+
+def test_the_private_name_finder_sees_each_way_in() -> None:
+    source = (
+        "import os\nimport mlflow.server.auth as engine\n"
+        "from mlflow.server import handlers\nfrom mlflow.prompt.constants import _P\n"
+        "from mlflow.tracking._workspace import registry\n"
+        "def f():\n    handlers._get_tracking_store()\n    os._exit\n"
+        "    return '_MLFLOW_SERVER_FILE_STORE'\n")
+    assert sorted(mlflow_private_uses(source)) == sorted([
+        "mlflow.server.auth", "mlflow.prompt.constants._P",
+        "mlflow.tracking._workspace.registry", "handlers…._get_tracking_store",
+        "'_MLFLOW_SERVER_FILE_STORE'"])
+    assert mlflow_private_uses("from mlflow.exceptions import MlflowException\n") == []
+
+
+def test_only_the_hooks_package_touches_mlflow_internals() -> None:
+    offenders = {name: uses for name in MODULES if not _under(name, HOOKS)
+                 if (uses := mlflow_private_uses(MODULES[name].read_text()))}
+    assert not offenders, (
+        f"MLflow internals outside {HOOKS}: {offenders}; add a named hook there (with the "
+        "MLflow versions it was checked against and a SHAPE entry) and call it")
+
+
+def test_the_installed_mlflow_has_every_hooked_internal_outside_basic_auth() -> None:
+    """basic-auth's own entries are checked by every server start (importing the engine here
+    would configure it for this test process)."""
+    from mlflow_tenant_plugins.mlflow_hooks import SHAPE, missing_from_mlflow
+
+    outside = tuple(e for e in SHAPE if not _under(e[0], "mlflow.server.auth"))
+    assert len(outside) >= 10 and missing_from_mlflow(outside) is None
+
+
+def test_a_changed_mlflow_shape_refuses_to_start_in_one_line() -> None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.version import VERSION
+
+    from mlflow_tenant_plugins.mlflow_hooks import check_mlflow_shape
+
+    with pytest.raises(MlflowException) as info:
+        check_mlflow_shape((("mlflow.server.handlers", "_no_such_getter"),))
+    message = info.value.message
+    assert "\n" not in message
+    assert "mlflow.server.handlers._no_such_getter" in message and VERSION in message

@@ -19,10 +19,9 @@ location is the tenant's only when it is one of its own MLflow objects:
   repository on the MLmodel file it downloaded); such a destination is the server's, never a
   location a tenant named, so it is allowed exactly there and nowhere else on the disk.
 
-MLflow private names used here (checked against MLflow 3.17.2):
-``mlflow.store.artifact.artifact_repository_registry._artifact_repository_registry`` (the one
-registry every ``get_artifact_repository`` goes through; MLflow applies its own host policy
-there for the same reason) and ``mlflow.server.handlers._get_artifact_repo_mlflow_artifacts``.
+MLflow internals used here, through ``mlflow_hooks.artifacts``: the artifact repository
+registry (the one every ``get_artifact_repository`` goes through; MLflow applies its own host
+policy there for the same reason) and the proxied-artifact repository getter.
 """
 
 from __future__ import annotations
@@ -195,18 +194,16 @@ class RepositoryFence:
 
 def install(destination: str | None) -> RepositoryFence:
     """Fence MLflow's artifact repository registry in this (server) process. Idempotent."""
-    from mlflow.store.artifact import artifact_repository_registry as registry_module
+    from mlflow_tenant_plugins.mlflow_hooks import artifacts as mlflow_artifacts
 
-    registry = registry_module._artifact_repository_registry
+    registry = mlflow_artifacts.artifact_repository_registry()
     current = registry.get_artifact_repository
     if getattr(current, "tenant_fence", None) is not None:
         return current.tenant_fence
     if destination and not destination.startswith(f"{TENANT_S3}:"):
         # Built once per process, before the fence: MLflow's proxied-artifact repository on the
         # destination root, which MLflow itself scopes to ``workspaces/<request workspace>``.
-        from mlflow.server import handlers
-
-        handlers._get_artifact_repo_mlflow_artifacts()
+        mlflow_artifacts.proxied_artifact_repository()
     fence = RepositoryFence(destination)
 
     def fenced(artifact_uri: str, *args, **kwargs):

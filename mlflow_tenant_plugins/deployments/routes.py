@@ -18,8 +18,6 @@ client retries.
 
 from __future__ import annotations
 
-import os
-import threading
 import urllib.parse
 from typing import Any
 
@@ -28,8 +26,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.server.handlers import catch_mlflow_exception
 
 from mlflow_tenant_plugins.auth.identity import current_tenant, require_role
-from mlflow_tenant_plugins.deployments.model_source import ModelResolver, _workspace
+from mlflow_tenant_plugins.deployments.model_source import _workspace
 from mlflow_tenant_plugins.deployments.service import DeploymentService
+from mlflow_tenant_plugins.mlflow_hooks.server import backend_store_uri
+from mlflow_tenant_plugins.platform import Platform, attach, current_platform
 from mlflow_tenant_plugins.tenancy import Role
 from mlflow_tenant_plugins.wire import DEPLOYMENTS_PREFIX
 
@@ -43,21 +43,18 @@ ROUTES: dict[str, tuple[str, Role]] = {
     "/predict": ("POST", Role.VIEWER),
 }
 blueprint = Blueprint("tenant_deployments", __name__, url_prefix=PREFIX)
-_service: DeploymentService | None = None
-_lock = threading.Lock()
 
 
 def server_fetch(uri: str, dst: str, tenant: str) -> str:
     """Download model files inside the server: ``mlflow-artifacts:`` locations (where the
     proxied artifact store keeps a tenant's models) come from the server's own artifact
     repository, scoped to the tenant's workspace exactly as MLflow's artifact routes do."""
-    from mlflow.server import handlers
+    from mlflow_tenant_plugins.mlflow_hooks import artifacts as mlflow_artifacts
 
     with _workspace(tenant):
         if urllib.parse.urlparse(uri).scheme == "mlflow-artifacts":
-            path = handlers._get_proxied_run_artifact_destination_path(uri)
-            path = handlers._get_workspace_scoped_repo_path_if_enabled(path)
-            repo = handlers._get_artifact_repo_mlflow_artifacts()
+            path = mlflow_artifacts.proxied_artifact_path(uri)
+            repo = mlflow_artifacts.proxied_artifact_repository()
             # MLflow caches one destination repository per process; a workspace-aware one
             # (MLflow's ``for_workspace`` hook, e.g. tenant-s3) is bound to this tenant here.
             bind = getattr(getattr(repo, "origin", repo), "for_workspace", None)
@@ -67,37 +64,18 @@ def server_fetch(uri: str, dst: str, tenant: str) -> str:
         import mlflow.artifacts
 
         return mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dst,
-                                                   tracking_uri=_store_uri())
-
-
-def _store_uri() -> str | None:
-    return os.environ.get("_MLFLOW_SERVER_FILE_STORE")
+                                                   tracking_uri=backend_store_uri() or None)
 
 
 def get_service() -> DeploymentService:
-    """One service per worker, built on first use from the platform settings."""
-    global _service
-    with _lock:
-        if _service is None:
-            from mlflow_tenant_plugins.config import load_settings
-            from mlflow_tenant_plugins.tenancy import TenantRegistry
-
-            settings = load_settings()
-            registry = TenantRegistry.from_settings(settings)
-            resolver = ModelResolver(
-                tracking_uri=_store_uri(),
-                registry_uri=os.environ.get("_MLFLOW_SERVER_REGISTRY_STORE") or _store_uri(),
-                fetch=server_fetch,
-            )
-            _service = DeploymentService(registry, settings, resolver=resolver)
-        return _service
+    """The platform's deployment service (built on first use, once per worker)."""
+    return current_platform().deployment_service()
 
 
-def register(app: Flask, service: DeploymentService | None = None) -> None:
-    """Mount the routes on ``app`` (tests, or an app without tenant-auth's assembly)."""
-    global _service
-    if service is not None:
-        _service = service
+def register(app: Flask, platform: Platform) -> None:
+    """Mount the routes on ``app`` with ``platform`` (tests, or an app without tenant-auth's
+    assembly; tenant-auth registers the blueprint and attaches its platform itself)."""
+    attach(app, platform)
     app.register_blueprint(blueprint)
 
 

@@ -32,14 +32,13 @@ from mlflow.protos.databricks_pb2 import RESOURCE_CONFLICT
 from mlflow_tenant_plugins.config import Settings
 from mlflow_tenant_plugins.deployments.names import TAG_DEPLOYMENT, TAG_TENANT
 from mlflow_tenant_plugins.deployments.roles import platform_config_error
+from mlflow_tenant_plugins.mlflow_hooks.server import artifacts_destination
 from mlflow_tenant_plugins.tenancy.deployment_records import (
     DeploymentRecords,
     RecordConflict,
     clamp_timestamp,
 )
 
-# Set by `mlflow server` for its workers (mlflow.server.ARTIFACTS_DESTINATION_ENV_VAR).
-_SERVER_ARTIFACTS_DESTINATION_ENV = "_MLFLOW_SERVER_ARTIFACT_DESTINATION"
 IN_FLIGHT = ("Creating", "Updating", "Deleting")
 PACKAGE_DIR = "platform/deployments"  # under the artifact destination's ROOT
 _WORKSPACES = "workspaces"  # MLflow's segment for per-workspace artifact roots
@@ -66,7 +65,7 @@ def in_flight(record: dict, stale_after: float, now: float | None = None) -> boo
 
 def _destination() -> tuple[str, str, str] | None:
     """(scheme, bucket, root) of the server's ``--artifacts-destination`` when it is S3."""
-    dest = os.environ.get(_SERVER_ARTIFACTS_DESTINATION_ENV, "")
+    dest = artifacts_destination()
     parsed = urllib.parse.urlparse(dest)
     if parsed.scheme not in ("s3", "tenant-s3") or not parsed.netloc:
         return None
