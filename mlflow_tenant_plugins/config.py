@@ -38,6 +38,14 @@ READERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+# The TOML tables a part reads as a section of its own (``Settings.extra``); any other table is
+# an error, as an unknown key is.
+KNOWN_TABLES = {
+    # Per-tenant alarm thresholds: [deploy_tenant_alarms.<tenant>] (deployments/alarms.py).
+    "deploy_tenant_alarms": "per-tenant endpoint alarm thresholds",
+}
+
+
 def readers(name: str) -> tuple[str, ...]:
     """The processes that read setting ``name``."""
     return next(procs for prefix, procs in READERS if name.startswith(prefix))
@@ -210,15 +218,26 @@ def _coerce(name: str, raw: object, kind: type, source: str = "") -> object:
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     """Settings from the file named by ``MLFLOW_TENANT_CONFIG`` and the environment.
 
-    An unknown key in the file is an error (a mistyped key silently falling back to a default
-    is how a platform ends up on the wrong database); TOML tables are kept in ``extra`` for
-    parts that read a section of their own."""
+    An unknown key or table in the file is an error (a mistyped key silently falling back to a
+    default is how a platform ends up on the wrong database); the tables of
+    :data:`KNOWN_TABLES` are kept in ``extra`` for the parts that read them.
+
+    Only the entry points call this — the server's ``create_app``, the admin CLI, an admin's
+    direct ``tenant-sagemaker`` deploy (and the ``tenant-s3`` repository MLflow builds from a
+    URI in any process); every other part is handed the settings."""
     env = os.environ if environ is None else environ
     path = env.get(CONFIG_ENV)
     values: dict[str, object] = _read_file(path) if path else {}
     sources = {k: f"in {path}" for k in values}
     kinds = {f.name: f.type for f in dataclasses.fields(Settings) if f.name != "extra"}
     tables = [k for k in values if k not in kinds and isinstance(values[k], dict)]
+    unknown_tables = [k for k in tables if k not in KNOWN_TABLES]
+    if unknown_tables:
+        close = difflib.get_close_matches(unknown_tables[0], KNOWN_TABLES, n=1)
+        hint = f"; did you mean [{close[0]}]?" if close else ""
+        known = ", ".join(f"[{t}]" for t in KNOWN_TABLES)
+        raise ConfigError(f"unknown table [{unknown_tables[0]}] in {path} (known tables: "
+                          f"{known}){hint}")
     extra = {k: values.pop(k) for k in tables}
     unknown = [k for k in values if k not in kinds]
     if unknown:

@@ -70,9 +70,9 @@ def create_app():
     flask_app = basic_auth.flask_app()
     register_routes(flask_app)
     wrap_proxied_artifact_repository(repository_for_request)
-    _warm_artifacts_in_background()
+    _warm_artifacts_in_background(settings)
     app = basic_auth.create_app()
-    artifact_startup.prepare_app(app)  # tenant-s3 without credentials: refuse to start
+    artifact_startup.prepare_app(app, settings)  # tenant-s3 without credentials: refuse
     sources.install(flask_app)  # tenants name only their own locations; repositories fenced
 
     # 5. Refuse to serve a route nobody authorizes.
@@ -93,7 +93,8 @@ def create_app():
     # 7. Middlewares. Starlette runs the last one added outermost, so a request passes them
     #    bottom to top: the edge sees every request first, raw; monitoring observes what the
     #    tenant middleware answers; the tenant middleware authenticates and fixes the
-    #    workspace; the first-hour middlewares then work on an authenticated tenant request.
+    #    workspace; the first-hour middlewares then work on an authenticated tenant request
+    #    (innermost of all, prepare_app's upload-length reader, added in step 4).
     _add_first_hour(flask_app, app)  # innermost: experiment '0', 404s inside the tenant
     from mlflow_tenant_plugins.auth.middleware import TenantMiddleware
 
@@ -154,22 +155,23 @@ def _add_first_hour(flask_app, app) -> None:
                        experiments=DefaultExperiments(mlflow_server.tracking_store))
 
 
-def _warm_artifacts_in_background() -> None:
+def _warm_artifacts_in_background(settings: Settings) -> None:
     """With a ``tenant-s3`` destination, each worker builds its artifact runtime at startup
     (database engine, botocore's endpoint rules, the STS or ambient client): otherwise the
     worker's first upload pays about a second for it."""
     if mlflow_server.artifacts_destination().startswith("tenant-s3:"):
-        threading.Thread(target=_warm_artifacts, name="tenant-s3-warm", daemon=True).start()
+        threading.Thread(target=_warm_artifacts, args=(settings,), name="tenant-s3-warm",
+                         daemon=True).start()
 
 
-def _warm_artifacts() -> None:
+def _warm_artifacts(settings: Settings) -> None:
     """In the background, so startup is not delayed; a failure here only means the first
     upload pays the cost (and reports any real error to its caller)."""
     from mlflow_tenant_plugins.artifacts.runtime import runtime_for
 
     started = time.monotonic()
     try:
-        runtime_for().warm()
+        runtime_for(settings).warm()
         _logger.info("tenant-s3: warmed up in %.2f s", time.monotonic() - started)
     except Exception:
         _logger.warning("tenant-s3: warming up failed; the first artifact request will retry",

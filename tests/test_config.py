@@ -60,9 +60,21 @@ def test_inside_mlflow_server_the_registry_defaults_to_the_backend_store():
     assert load_settings(explicit).database_uri == "sqlite:///own.db"
 
 
-def test_toml_tables_are_kept_for_parts_that_read_their_own_section(tmp_path):
-    env = config_file(tmp_path, '[deployments]\nexecution_role = "arn:aws:iam::1:role/x"\n')
-    assert load_settings(env).extra == {"deployments": {"execution_role": "arn:aws:iam::1:role/x"}}
+def test_known_toml_tables_are_kept_for_the_part_that_reads_them(tmp_path):
+    env = config_file(tmp_path, "[deploy_tenant_alarms.acme]\ncpu_percent = 50\n")
+    assert load_settings(env).extra == {"deploy_tenant_alarms": {"acme": {"cpu_percent": 50}}}
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    # Before: kept silently in `extra`, read by nobody; the role a platform meant went unused.
+    ('[deployments]\nexecution_role = "arn:aws:iam::1:role/x"\n',
+     r"unknown table \[deployments\] in .*tenants.toml \(known tables: \[deploy_tenant_alarms\]\)"),
+    ("[deploy_tenant_alarm.acme]\nalarm_cpu_percent = 50\n",
+     r"unknown table \[deploy_tenant_alarm\] .*; did you mean \[deploy_tenant_alarms\]\?"),
+])
+def test_unknown_toml_tables_are_refused_naming_the_known_ones(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_settings(config_file(tmp_path, text))
 
 
 @pytest.mark.parametrize(("text", "env", "message"), [

@@ -63,7 +63,9 @@ def _key(settings: Settings) -> tuple:
 
 
 def runtime_for(settings: Settings | None = None) -> Runtime:
-    """The process's runtime for ``settings`` (default: ``load_settings()``)."""
+    """The process's runtime for ``settings``. ``None`` is for the ``tenant-s3`` repository
+    MLflow builds from a URI in any process (an entry point: it reads the settings itself);
+    the server hands its own, so both find the same runtime."""
     settings = settings or load_settings()
     key = _key(settings)
     with _lock:

@@ -34,9 +34,9 @@ class ArtifactDestinationError(MlflowException):
 
 def destination() -> str:
     """The server's ``--artifacts-destination`` (MLflow passes it to workers in the env)."""
-    from mlflow.server import ARTIFACTS_DESTINATION_ENV_VAR
+    from mlflow_tenant_plugins.mlflow_hooks.server import artifacts_destination
 
-    return os.environ.get(ARTIFACTS_DESTINATION_ENV_VAR, "")
+    return artifacts_destination()
 
 
 def check_artifact_destination(dest: str | None = None, settings: Settings | None = None) -> None:
@@ -63,12 +63,12 @@ def check_artifact_destination(dest: str | None = None, settings: Settings | Non
         raise ArtifactDestinationError(f"artifact destination {dest}: {missing}")
 
 
-def refuse_to_start_unless_ready() -> None:
+def refuse_to_start_unless_ready(settings: Settings) -> None:
     """For ``create_app``: on a failed check print one line and end the worker with uvicorn's
     startup-failure status, so its supervisor stops ``mlflow server`` instead of restarting
     workers that would all fail alike."""
     try:
-        check_artifact_destination()
+        check_artifact_destination(settings=settings)
     except ArtifactDestinationError as error:
         print(f"mlflow-tenant-plugins: refusing to start: {error.message}", file=sys.stderr,
               flush=True)
@@ -77,11 +77,11 @@ def refuse_to_start_unless_ready() -> None:
         os._exit(STARTUP_FAILURE)
 
 
-def prepare_app(app: Any) -> None:
+def prepare_app(app: Any, settings: Settings) -> None:
     """The artifact store's part of ``create_app``: refuse to start on a ``tenant-s3``
     destination that cannot work, and let proxied uploads see their ``Content-Length``
     before the body is read (:mod:`.streaming`)."""
     from mlflow_tenant_plugins.artifacts.streaming import DeclaredBodyLength
 
-    refuse_to_start_unless_ready()
+    refuse_to_start_unless_ready(settings)
     app.add_middleware(DeclaredBodyLength)

@@ -3,6 +3,7 @@ and the error handling that turns an exception into one ``error: …`` line and 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -37,12 +38,26 @@ class App:
         self.tracking_uri = tracking_uri
 
     @cached_property
+    def databases(self) -> tuple[str, str]:
+        """(registry database, tracking store): the platform's, or one line saying how to name
+        them (cli/database.py)."""
+        return resolve_database(self.db, self.tracking_uri)
+
+    @cached_property
     def registry(self):
         from mlflow_tenant_plugins.tenancy import TenantRegistry
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)
-        # The platform's database, or one line saying how to name it (cli/database.py).
-        return TenantRegistry(*resolve_database(self.db, self.tracking_uri))
+        return TenantRegistry(*self.databases)
+
+    @cached_property
+    def settings(self):
+        """The platform settings as this invocation uses them: read once, here (the CLI is an
+        entry point), with the database that ``--db`` or the configuration names."""
+        from mlflow_tenant_plugins.config import load_settings
+
+        database, tracking = self.databases
+        return dataclasses.replace(load_settings(), database_uri=database, tracking_uri=tracking)
 
 
 # -- parameter types: bad values become one-line usage errors ------------------------------

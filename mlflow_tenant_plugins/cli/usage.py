@@ -32,7 +32,7 @@ def reconcile_storage(app: App, tenant: str | None, destination: str, dry_run: b
 
     if tenant:
         app.registry.get_tenant(tenant)  # unknown tenant: one clear line
-    return reconcile(app.registry, destination, dry_run=dry_run,
+    return reconcile(app.registry, destination, settings=app.settings, dry_run=dry_run,
                      tenants=[tenant] if tenant else None)
 
 
@@ -47,13 +47,12 @@ def reconcile_lines(report) -> list[str]:
 
 def reconcile_deployments(app: App, tenant: str | None, dry_run: bool):
     """SageMaker's truth into the endpoint and instance ledger (deployments.reconcile)."""
-    from mlflow_tenant_plugins.config import load_settings
     from mlflow_tenant_plugins.deployments.reconcile import reconcile
     from mlflow_tenant_plugins.deployments.service import DeploymentService
 
     if tenant:
         app.registry.get_tenant(tenant)  # unknown tenant: one clear line
-    service = DeploymentService(app.registry, load_settings())
+    service = DeploymentService(app.registry, app.settings)
     return reconcile(service, [tenant] if tenant else None, dry_run=dry_run)
 
 
@@ -105,7 +104,7 @@ def usage(app: App, tenant: str | None, publish: bool, destination: str | None,
     if publish:
         from mlflow_tenant_plugins.monitoring.publisher import publish_line, publish_once
 
-        done = publish_once(app.registry, tenant)
+        done = publish_once(app.registry, app.settings, tenant)
         data = {"usage": report[0] if tenant else report, "published": done}
         emit(as_json, data, [*usage_lines(report), publish_line(done)])
         return

@@ -249,13 +249,10 @@ def start_periodic(registry: TenantRegistry, settings: Settings) -> PeriodicPubl
     return PeriodicPublisher(publisher, lease, interval).start()
 
 
-def publish_once(registry: TenantRegistry, tenant: str | None = None,
-                 settings: Settings | None = None) -> dict[str, Any]:
+def publish_once(registry: TenantRegistry, settings: Settings,
+                 tenant: str | None = None) -> dict[str, Any]:
     """One publish for ``mlflow-tenants usage --publish`` (no lease: an admin's explicit
     publish may overlap the server's; a second sample in the same minute is harmless)."""
-    from mlflow_tenant_plugins.config import load_settings
-
-    settings = settings or load_settings()
     publisher = UsagePublisher(registry, settings)
     report = publisher.publish([registry.get_tenant(tenant).name] if tenant else None)
     return {"namespace": publisher.namespace, **report.to_dict()}
