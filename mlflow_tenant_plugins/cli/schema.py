@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 
-
 from mlflow_tenant_plugins.cli.common import App, emit, verb
 from mlflow_tenant_plugins.cli.database import resolve
 from mlflow_tenant_plugins.cli.root import cli
