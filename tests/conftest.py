@@ -9,7 +9,9 @@ import pytest
 
 pytest_plugins = [
     "tests.fixtures.postgres",
+    "tests.fixtures.registry",
     "tests.fixtures.aws",
+    "tests.fixtures.artifacts",
     "tests.fixtures.servers",
     "tests.fixtures.sagemaker",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -21,9 +22,8 @@ from mlflow.exceptions import MlflowException
 from mlflow_tenant_plugins.artifacts.credentials import TenantCredentials, session_policy
 from mlflow_tenant_plugins.artifacts.repository import TenantS3ArtifactRepository
 from mlflow_tenant_plugins.tenancy import TenantRegistry
+from tests.fixtures.artifacts import ArtifactEnv, aws_environment, make_settings
 from tests.fixtures.aws import MotoServer
-from tests.test_artifacts_fixtures import *  # noqa: F403  (the shared fixtures)
-from tests.test_artifacts_fixtures import ArtifactEnv, aws_environment, make_settings
 
 ACCOUNT = "123456789012"
 IAM_BUCKET = "mlt-iam-artifacts"
@@ -150,8 +150,23 @@ def test_an_s3_denial_is_permission_denied_and_gives_the_reservation_back(
     assert iam_env.used(t) == 0
 
 
+@pytest.fixture
+def assumed(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Roles assumed per tenant during the test (each successful AssumeRole)."""
+    calls: Counter[str] = Counter()
+    original = TenantCredentials._assume
+
+    def counting(self, tenant: str, *args):
+        out = original(self, tenant, *args)
+        calls[tenant] += 1
+        return out
+
+    monkeypatch.setattr(TenantCredentials, "_assume", counting)
+    return calls
+
+
 def test_credentials_are_assumed_once_per_tenant_and_reused(
-    iam_env: ArtifactEnv, tmp_path: Path
+    iam_env: ArtifactEnv, tmp_path: Path, assumed: Counter[str]
 ) -> None:
     alice, bob = _tenant_with_role(iam_env), _tenant_with_role(iam_env)
     # A settings value of its own gives this test a fresh credential cache.
@@ -164,12 +179,12 @@ def test_credentials_are_assumed_once_per_tenant_and_reused(
             repo.log_artifact(str(f), f"workspaces/{t}/1")
             repo.list_artifacts(f"workspaces/{t}")
     credentials = repo._runtime.credentials
-    assert credentials.assume_calls == {alice: 1, bob: 1}
+    assert assumed == {alice: 1, bob: 1}
     assert credentials.role_arn(alice) == f"arn:aws:iam::{ACCOUNT}:role/mlt-{alice}"
 
 
 def test_warming_up_readies_the_clients_without_acting_for_any_tenant(
-    iam_env: ArtifactEnv, tmp_path: Path
+    iam_env: ArtifactEnv, tmp_path: Path, assumed: Counter[str]
 ) -> None:
     """The server warms its runtime at startup so the first upload does not pay for botocore's
     endpoint rules and the database engine; no role is assumed until a tenant writes."""
@@ -179,19 +194,20 @@ def test_warming_up_readies_the_clients_without_acting_for_any_tenant(
     runtime.warm()
     assert runtime.credentials._sts_client is not None
     assert "ledger" in vars(runtime)  # the cached engine exists
-    assert not runtime.credentials.assume_calls
+    assert not assumed
     t = _tenant_with_role(iam_env)
     repo = TenantS3ArtifactRepository(iam_env.destination, settings=runtime.settings)
     repo._runtime_cache = runtime
     f = tmp_path / "f.txt"
     f.write_text("x")
     repo.for_workspace(t).log_artifact(str(f), f"workspaces/{t}/1")
-    assert runtime.credentials.assume_calls == {t: 1}
+    assert assumed == {t: 1}
     assert iam_env.used(t) == 1
 
 
 def test_refreshing_credentials_never_fails_an_upload_in_flight(
-    artifact_env: ArtifactEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    artifact_env: ArtifactEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    assumed: Counter[str],
 ) -> None:
     """Every request of this upload falls in the refresh window (margin = lifetime); the
     refreshes succeed at first, then STS fails: botocore keeps the still-valid credentials."""
@@ -207,8 +223,7 @@ def test_refreshing_credentials_never_fails_an_upload_in_flight(
     big = tmp_path / "big.bin"
     big.write_bytes(b"r" * (20 * 2**20))  # > boto3's 8 MiB multipart threshold: several parts
     repo.log_artifact(str(big), f"workspaces/{t}/1")
-    credentials = repo._runtime.credentials
-    assert credentials.assume_calls[t] > 2  # refreshed while the parts were in flight
+    assert assumed[t] > 2  # refreshed while the parts were in flight
 
     attempts: list[int] = []
     original = TenantCredentials._assume

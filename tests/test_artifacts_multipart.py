@@ -24,8 +24,7 @@ from mlflow_tenant_plugins.artifacts.quota import MIN_PART_BYTES
 from mlflow_tenant_plugins.artifacts.reconcile import reconcile
 from mlflow_tenant_plugins.artifacts.reservations import MAX_AGE
 from mlflow_tenant_plugins.tenancy.usage import QuotaExceeded
-from tests.test_artifacts_fixtures import *  # noqa: F403  (the shared fixtures)
-from tests.test_artifacts_fixtures import ArtifactEnv, sha256
+from tests.fixtures.artifacts import ArtifactEnv, sha256
 
 PART = MIN_PART_BYTES
 

@@ -13,8 +13,7 @@ from mlflow.exceptions import MlflowException
 from mlflow_tenant_plugins.artifacts.reconcile import reconcile
 from mlflow_tenant_plugins.artifacts.repository import TenantS3ArtifactRepository
 from mlflow_tenant_plugins.tenancy.usage import QuotaExceeded
-from tests.test_artifacts_fixtures import *  # noqa: F403  (the shared fixtures)
-from tests.test_artifacts_fixtures import ArtifactEnv
+from tests.fixtures.artifacts import ArtifactEnv
 
 
 def _file(path: Path, size: int) -> str:

@@ -15,8 +15,7 @@ from mlflow_tenant_plugins.artifacts.repository import (
     TenantS3ArtifactRepository,
     repository_for_request,
 )
-from tests.test_artifacts_fixtures import *  # noqa: F403  (the shared fixtures)
-from tests.test_artifacts_fixtures import ArtifactEnv, request_workspace
+from tests.fixtures.artifacts import ArtifactEnv, request_workspace
 
 
 def _tree(root: Path, tenant: str, n: int = 12) -> Path:

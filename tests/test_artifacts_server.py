@@ -23,9 +23,9 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from tests.fixtures.artifacts import sha256
 from tests.fixtures.aws import MotoServer
 from tests.fixtures.servers import MlflowServer, start_mlflow_server, stop_mlflow_server
-from tests.test_artifacts_fixtures import sha256
 
 BUCKET = "mlt-server-artifacts"
 ROOT = "srv"

@@ -45,11 +45,6 @@ HOSTILE = [
 RAW = ("\x1b", "\r", "\x07", "\u202e", "\u200b", "\u2028")
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory) -> TenantRegistry:
-    return TenantRegistry(f"sqlite:///{tmp_path_factory.mktemp('text')}/x.db")
-
-
 @pytest.fixture
 def tenant(registry) -> str:
     name = f"t-{uuid.uuid4().hex[:10]}"
@@ -197,7 +192,6 @@ def test_usage_page_escapes_forged_endpoint_text_for_html_and_terminals(registry
                "alarms": [{"name": "a\"><script>x()</script>", "metric": "\u202eUCP",
                            "state": "OK"}]}]
     monkeypatch.setattr(page, "endpoint_alarms", lambda _tenant: forged)
-    monkeypatch.setattr(page, "_deployments_available", lambda: True)
     html = page.render(snapshot(registry, [tenant]), 90.0)
     assert "<img" not in html and "<script" not in html
     assert "&lt;img src=x onerror=alert(1)&gt;" in html and "&#34;&gt;&lt;script&gt;" in html

@@ -265,7 +265,12 @@ def test_refusals_are_mlflow_json(world):
     )
     assert r.status_code == 404
     assert r.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
-    assert isinstance(requests.get(f"{server.url}/health").text, str)
+    anonymous = requests.get(f"{server.url}/api/2.0/mlflow/runs/get",
+                             params={"run_id": a.ids["run_id"]}, timeout=30)
+    assert anonymous.status_code == 401
+    assert anonymous.json()["error_code"] == "UNAUTHENTICATED" and anonymous.json()["message"]
+    health = requests.get(f"{server.url}/health", timeout=30)
+    assert (health.status_code, health.text) == (200, "OK")  # the probe needs no credentials
 
 
 def _twin(real: str) -> str:

@@ -37,13 +37,6 @@ ALICE = Identity("alice", "acme", Role.EDITOR, False, "key")
 ADMIN = Identity("platform-admin", None, None, True, "key")
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> TenantRegistry:
-    """One database for the module (MLflow's schema takes seconds to create); tests make
-    tenants, namespaces and lease keys of their own."""
-    return TenantRegistry(f"sqlite:///{tmp_path_factory.mktemp('monitoring')}/registry.db")
-
-
 def _sample(registry: CollectorRegistry, name: str, **want: str) -> float:
     for family in registry.collect():
         for s in family.samples:

@@ -23,13 +23,6 @@ from mlflow_tenant_plugins.tenancy import Quotas, TenantRegistry
 from tests.fixtures.aws import MotoServer
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> TenantRegistry:
-    """One database for the module (MLflow's schema takes seconds to create); tests make
-    tenants and CloudWatch namespaces of their own."""
-    return TenantRegistry(f"sqlite:///{tmp_path_factory.mktemp('usage-cw')}/registry.db")
-
-
 # -- publishing to CloudWatch (moto's server) ---------------------------------------------------
 def _settings(moto: MotoServer, **kw) -> Settings:
     return replace(Settings(), aws_endpoint_url=moto.url, aws_region="us-east-1",

@@ -16,17 +16,7 @@ from mlflow_tenant_plugins.tenancy import Quotas, Role, TenantRegistry, parse_si
 from mlflow_tenant_plugins.tenancy.keys import key_hash
 from mlflow_tenant_plugins.tenancy.workspaces import ROLE_GRANTS, auth_role_name
 
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def registry(request, tmp_path_factory) -> TenantRegistry:
-    """One registry database per backend for this module; tests isolate by tenant name."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('registry')}/mlflow.db"
-    else:
-        url = request.getfixturevalue("pg_url")
-    return TenantRegistry(url)
+REGISTRY_ON_EVERY_BACKEND = True  # the ``registry`` fixture (tests/fixtures/registry.py)
 
 
 @pytest.fixture

@@ -14,18 +14,9 @@ from mlflow_tenant_plugins.tenancy import Quotas, TenantRegistry, UsageLedger
 from mlflow_tenant_plugins.tenancy.db import get_engine
 from mlflow_tenant_plugins.tenancy.usage import QuotaExceeded
 
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+REGISTRY_ON_EVERY_BACKEND = True  # the ``registry`` fixture (tests/fixtures/registry.py)
 RESOURCE = "endpoints"
 JOIN_TIMEOUT = 120.0
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def registry(request, tmp_path_factory) -> TenantRegistry:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('usage')}/mlflow.db"
-    else:
-        url = request.getfixturevalue("pg_url")
-    return TenantRegistry(url)
 
 
 def new_tenant(registry: TenantRegistry, endpoints: int) -> str:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -140,7 +140,6 @@ class TenantCredentials:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.mode = resolve_mode(settings)
-        self.assume_calls: Counter[str] = Counter()  # per tenant, for operators and tests
         self._clients: OrderedDict[tuple[str, str, str], Any] = OrderedDict()
         self._core = botocore.session.get_session()  # ambient credentials, shared loader
         self._ambient: Any = None
@@ -276,7 +275,6 @@ class TenantCredentials:
                 f"the server cannot assume the artifact role {params['RoleArn']} for tenant "
                 f"'{tenant}' ({error_code(error)}: {error.response['Error'].get('Message', '')})"
             ) from error
-        self.assume_calls[tenant] += 1
         creds = response["Credentials"]
         return {
             "access_key": creds["AccessKeyId"],

@@ -28,7 +28,6 @@ TAG_FLAVOR = "mlt:flavor"
 TAG_PACKAGE = "mlt:package"
 TAG_PACKAGE_BYTES = "mlt:package-bytes"
 TAG_RESERVED_INSTANCES = "mlt:reserved-instances"
-TAG_SETTINGS = "mlt:settings"
 
 
 def _hex(text: str, n: int) -> str:

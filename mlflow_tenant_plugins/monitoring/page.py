@@ -10,7 +10,6 @@ no AWS call here; an AWS failure shows in the tenant's row instead of failing th
 from __future__ import annotations
 
 import importlib.resources
-import importlib.util
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,15 +93,11 @@ def _shown(endpoint: dict[str, Any]) -> dict[str, Any]:
                        for a in endpoint["alarms"]]}
 
 
-def _deployments_available() -> bool:
-    return importlib.util.find_spec("mlflow_tenant_plugins.deployments.routes") is not None
-
-
 def build_rows(usages: list[TenantUsage], threshold: float) -> list[Row]:
     rows = []
     for u in usages:
         row = Row(_text(u.tenant), _text(u.status), [bar(u, r, threshold) for r in _LABELS])
-        if u.used["endpoints"] == 0 or not _deployments_available():
+        if u.used["endpoints"] == 0:
             row.note = "no endpoints"
         else:
             try:
