@@ -43,8 +43,9 @@ def _prepare(server: MlflowServer, session: requests.Session) -> tuple[str, str]
 
 
 def _mix(url: str, exp_id: str, run_id: str, kind: str = "full") -> list:
-    """``full``: the issue's get-run/log-metric/search-runs mix; ``anchor``: DESIGN.md's
-    get-run/log-metric mix, where the per-request cost of authentication shows most."""
+    """``full``: the get-run/log-metric/search-runs mix of the README's performance table;
+    ``anchor``: a get-run/log-metric mix, where the per-request cost of authentication shows
+    most."""
     counter = iter(range(10**9))
     if kind == "anchor":
         return [

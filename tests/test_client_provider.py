@@ -222,7 +222,8 @@ def test_importing_the_provider_imports_nothing_server_side():
 import sys, warnings
 warnings.simplefilter("ignore")
 import mlflow_tenant_plugins.client.auth_provider
-# DESIGN "Layers": no registry, no Flask app, no SQLAlchemy models on a tenant's machine.
+# docs/architecture.md "Layers": no registry, no Flask app, no SQLAlchemy models on a
+# tenant's machine.
 # (tenancy's plain value modules - errors, quotas - are free of all three.)
 server_side = ("registry", "models", "db", "usage", "workspaces", "iam_bindings")
 print(sorted(m for m in sys.modules if m.split(".")[0] in ("flask", "sqlalchemy", "alembic")

@@ -250,8 +250,9 @@ def test_pandera_written_schemas_are_accepted_and_digest_ignores_comments_and_la
 
 
 def test_validation_package_stays_client_side():
-    """DESIGN "Layers": a tenant's client imports no registry, Flask or SQLAlchemy. (MLflow
-    itself loads the package's artifact-repository plugin; that is not this package's doing.)"""
+    """docs/architecture.md "Layers": a tenant's client imports no registry, Flask or
+    SQLAlchemy. (MLflow itself loads the package's artifact-repository plugin; that is not
+    this package's doing.)"""
     code = ("import sys, pandas as pd\n"
             "from mlflow_tenant_plugins.validation import validate\n"
             "validate(pd.DataFrame({'a': [1]}), {'columns': {'a': {'gt': 0}}}, log=False)\n"
