@@ -172,7 +172,8 @@ def test_the_owner_reads_its_artifact_through_the_proxy(world):
     [("X-MLFLOW-WORKSPACE", "{acme}"), ("X-MLFLOW-WORKSPACE", "{globex}")],
     [("X-MLFLOW-WORKSPACE", "{acme}"), ("x_mlflow_workspace", "{globex}")],
     [("x_mlflow_workspace", "{globex}")],
-    [("X-MLFLOW-WORKSPACE", "")],
+    [("X-MLFLOW-WORKSPACE", ""), ("X-MLFLOW-WORKSPACE", "{globex}")],
+    [("Authorization", "")],
 ])
 def test_ambiguous_workspace_headers_are_refused_before_anything_reads_them(world, spelling):
     headers = [("Authorization", f"Bearer {world['acme_editor']}")]
@@ -181,6 +182,18 @@ def test_ambiguous_workspace_headers_are_refused_before_anything_reads_them(worl
     assert status == 400, body
     assert json.loads(body)["error_code"] == "INVALID_PARAMETER_VALUE"
     assert world["marker"].encode() not in body
+
+
+def test_an_empty_workspace_header_means_the_callers_own_tenant(world):
+    """MLflow's UI sends the header empty before a workspace is chosen: the caller lands in
+    its own tenant, and globex's artifact stays out of reach."""
+    status, body = _artifact_get(world, [("Authorization", f"Bearer {world['acme_editor']}"),
+                                         ("X-MLFLOW-WORKSPACE", "")])
+    assert status in (403, 404) and world["marker"].encode() not in body
+    listed = raw(world["server"], "GET", "/ajax-api/3.0/mlflow/workspaces", [
+        ("Authorization", f"Bearer {world['acme_editor']}"), ("X-MLFLOW-WORKSPACE", "")])
+    assert listed[0] == 200 and world["acme"].encode() in listed[1]
+    assert world["globex"].encode() not in listed[1]
 
 
 def test_a_repeated_authorization_header_is_refused(world):

@@ -9,7 +9,8 @@ authenticated or not, any request whose meaning depends on the parser:
 
 - an identity or workspace header (``Authorization``, ``X-MLFLOW-WORKSPACE``, each enabled
   authentication method's headers, ``Content-Length``, ``Transfer-Encoding``, ``Host``) sent
-  more than once, or empty;
+  more than once, or empty (an empty workspace header, which MLflow's UI sends before a
+  workspace is chosen, means none: the tenant middleware replaces it with the checked one);
 - two header names that fold to one WSGI name (``x_mlflow_workspace`` beside
   ``x-mlflow-workspace``), or an underscore spelling of a protected header on its own;
 - a body over the configured limit (artifact uploads have their own, larger one): refused
@@ -31,6 +32,9 @@ from mlflow_tenant_plugins.wire import WORKSPACE_HEADER
 BASE_SINGLE_HEADERS = ("authorization", WORKSPACE_HEADER.lower(), "content-length",
                        "transfer-encoding", "host")
 ARTIFACT_UPLOAD_MARKER = "/mlflow-artifacts/artifacts/"
+# Sent empty by MLflow's own UI (no workspace chosen yet). Once, it is unambiguous: the tenant
+# middleware drops every client spelling of it and adds the one it checked.
+BLANK_MEANS_ABSENT = frozenset({"x-mlflow-workspace"})
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,7 @@ def ambiguity(headers: Iterable[tuple[bytes, bytes]], single: frozenset[str]) ->
                 return f"send the {folded} header spelled with '-', not '_'"
             if counts[folded] > 1:
                 return f"the {folded} header was sent {counts[folded]} times; send it once"
-            if folded in empty:
+            if folded in empty and folded not in BLANK_MEANS_ABSENT:
                 return f"the {folded} header is empty; send a value or leave it out"
     return None
 
