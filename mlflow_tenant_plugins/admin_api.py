@@ -22,7 +22,7 @@ from mlflow_tenant_plugins.auth.identity import (
 )
 from mlflow_tenant_plugins.platform import current_platform
 from mlflow_tenant_plugins.tenancy import Quotas, Role, TenantRegistry, principals
-from mlflow_tenant_plugins.tenancy.quotas import parse_count, parse_size
+from mlflow_tenant_plugins.tenancy.quotas import TYPE_LISTS, parse_count, parse_size
 from mlflow_tenant_plugins.wire import API_PREFIX
 
 PREFIX = API_PREFIX
@@ -61,9 +61,12 @@ def _quotas(spec: dict | None, base: Quotas | None = None) -> Quotas | None:
             f"unknown quota(s) {sorted(unknown)}; valid: {sorted(current)}"
         )
     merged = {**current, **spec}
-    types = merged["instance_types"]
-    if isinstance(types, str):
-        types = [t.strip() for t in types.split(",") if t.strip()]
+    lists = {}
+    for name in TYPE_LISTS:
+        types = merged[name]
+        if isinstance(types, str):
+            types = [t.strip() for t in types.split(",") if t.strip()]
+        lists[name] = tuple(types)
     return Quotas(
         storage_bytes=parse_size(merged["storage_bytes"]),
         endpoints=parse_count(merged["endpoints"], "endpoints quota"),
@@ -71,7 +74,14 @@ def _quotas(spec: dict | None, base: Quotas | None = None) -> Quotas | None:
         instances_per_endpoint=parse_count(
             merged["instances_per_endpoint"], "instances-per-endpoint quota"
         ),
-        instance_types=tuple(types),
+        jobs=parse_count(merged["jobs"], "jobs quota"),
+        training_instances=parse_count(merged["training_instances"],
+                                       "training-instances quota"),
+        max_job_runtime_seconds=parse_count(merged["max_job_runtime_seconds"],
+                                            "max-job-runtime-seconds quota"),
+        training_instance_hours=parse_count(merged["training_instance_hours"],
+                                            "training-instance-hours quota"),
+        **lists,
     )
 
 

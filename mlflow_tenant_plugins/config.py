@@ -34,6 +34,7 @@ READERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("deploy_", PROCESSES),  # CLI: usage --reconcile-deployments
     ("usage_publish_interval_seconds", ("server",)),
     ("usage_", ("server", "CLI")),  # CLI: usage --publish
+    ("jobs_", ("server", "CLI")),  # CLI: job list, job stop
     ("", ("server",)),
 )
 
@@ -181,6 +182,37 @@ class Settings:
     # SNS topic of the usage alarms of tenants without an alarm topic of their own (empty:
     # those alarms notify nobody, their state still shows in CloudWatch).
     usage_alarm_topic_arn: str = ""
+    # Jobs: tenants' MLflow projects run by the platform (``mlflow run -b tenant-sagemaker``).
+    # Engine: "sagemaker" (a SageMaker training job per run, under the tenant's execution
+    # role), "local" (a subprocess on the server's host: one machine, demos and tests; NOT an
+    # isolation boundary: the project's code runs as the server's OS user), or "" (off: job
+    # submissions answer 400 naming this setting).
+    jobs_executor: str = ""
+    # Address jobs log to: the platform's URL as a job reaches it (required when jobs are on;
+    # never taken from a request, whose Host header the caller chooses).
+    jobs_tracking_uri: str = ""
+    # IAM role a SageMaker job runs under, with ``{tenant}``: it must reach only that tenant's
+    # prefix, and the platform binds it to the tenant as its editor (the job logs with it, by
+    # the AWS IAM method). Empty: ``deploy_execution_role_arn``.
+    jobs_execution_role_arn: str = ""
+    # Training images by environment manager, entries "manager=image-uri" (e.g.
+    # "local=123456789012.dkr.ecr.us-east-1.amazonaws.com/mlflow-tenant-job:3.17"); a manager
+    # without an image is refused on SageMaker. The image holds Python, this package and MLflow.
+    jobs_image_uris: tuple[str, ...] = ()
+    # Environment managers a job may ask for (the project's env is built inside the job).
+    jobs_env_managers: tuple[str, ...] = ("local", "virtualenv", "conda", "uv")
+    # Largest project archive a submission may upload (the client refuses larger, as does
+    # the server before starting a job).
+    jobs_max_package_bytes: float = 100 * 1024 * 1024
+    # Seconds between the server's checks of running jobs (status, end, quota release,
+    # orphans), by one worker of one instance at a time (a lease in the database); 0: off.
+    jobs_reconcile_interval_seconds: float = 15.0
+    # A job record without a started engine job after this long was left by a worker that
+    # died mid-submission: the reconcile fails it and releases what it held.
+    jobs_submit_timeout_seconds: float = 300.0
+    # Local engine: where jobs' working directories and logs live (empty: the system's
+    # temporary directory).
+    jobs_local_dir: str = ""
     extra: dict = field(default_factory=dict)
 
     @property

@@ -38,6 +38,7 @@ WORKSPACE_HEADER = "X-MLFLOW-WORKSPACE"
 # -- API prefixes -------------------------------------------------------------------------------
 API_PREFIX = "/api/2.0/tenants"
 DEPLOYMENTS_PREFIX = f"{API_PREFIX}/deployments"
+JOBS_PREFIX = f"{API_PREFIX}/jobs"
 
 # -- errors -------------------------------------------------------------------------------------
 # A RESOURCE_EXHAUSTED refusal names the quota it hit in this JSON field (beside error_code and

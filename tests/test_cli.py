@@ -64,8 +64,10 @@ def acme(cli) -> dict:
     """Tenant acme with every quota option given."""
     return cli.json("tenant", "create", "acme", "--display-name", "Acme Corp", "--storage",
                     "10GB", "--endpoints", "3", "--instances", "6", "--instances-per-endpoint",
-                    "2", "--instance-types", "ml.m5.large,ml.c5.large", "--alarm-topic-arn", ARN,
-                    "--require-validation")
+                    "2", "--instance-types", "ml.m5.large,ml.c5.large", "--jobs", "3",
+                    "--training-instances", "4", "--training-instance-types", "ml.c5.xlarge",
+                    "--max-job-runtime", "7200", "--training-instance-hours", "50",
+                    "--alarm-topic-arn", ARN, "--require-validation")
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +87,10 @@ def test_tenant_create_takes_every_quota_option_and_sizes_in_binary_units(acme):
     assert acme["name"] == "acme" and acme["display_name"] == "Acme Corp"
     assert acme["quotas"] == {"storage_bytes": 10737418240, "endpoints": 3, "instances": 6,
                               "instances_per_endpoint": 2,
-                              "instance_types": ["ml.m5.large", "ml.c5.large"]}
+                              "instance_types": ["ml.m5.large", "ml.c5.large"],
+                              "jobs": 3, "training_instances": 4,
+                              "training_instance_types": ["ml.c5.xlarge"],
+                              "max_job_runtime_seconds": 7200, "training_instance_hours": 50}
     assert (acme["alarm_topic_arn"], acme["require_validation"], acme["status"]) == (
         ARN, True, "active")
 

@@ -89,7 +89,7 @@ def test_created_tenant_is_a_workspace_with_basic_auth_roles(registry, name):
     roles = auth_roles(registry, name)
     assert roles == {auth_role_name(r): set(g) for r, g in ROLE_GRANTS.items()}
     assert {u.resource: u.used for u in registry.ledger.for_tenant(name)} == {
-        "storage_bytes": 0, "endpoints": 0, "instances": 0}
+        "storage_bytes": 0, "endpoints": 0, "instances": 0, "jobs": 0, "training_instances": 0}
 
 
 @pytest.mark.parametrize("bad", ["Acme", "a", "-acme", "acme-", "ac_me", "default", "workspaces",

@@ -47,6 +47,15 @@ def quota_options(f: Callable) -> Callable:
         click.option("--instances-per-endpoint", type=COUNT, help="Most instances per endpoint."),
         click.option("--instance-types", metavar="LIST",
                      help="Allowed instance types, comma-separated, e.g. ml.m5.large,ml.c5.large."),
+        click.option("--jobs", type=COUNT, help="Most jobs running at once."),
+        click.option("--training-instances", type=COUNT,
+                     help="Most training instances over all running jobs."),
+        click.option("--training-instance-types", metavar="LIST",
+                     help="Instance types jobs may run on, comma-separated."),
+        click.option("--max-job-runtime", "max_job_runtime_seconds", type=COUNT,
+                     help="Longest a job may run, in seconds."),
+        click.option("--training-instance-hours", type=COUNT,
+                     help="Training instance-hours per calendar month (UTC)."),
         click.option("--alarm-topic-arn", metavar="ARN",
                      help="SNS topic for endpoint alarms ('' to clear on update)."),
         click.option("--require-validation/--no-require-validation", default=None,
@@ -57,13 +66,22 @@ def quota_options(f: Callable) -> Callable:
     return f
 
 
-def with_quotas(base, storage, endpoints, instances, instances_per_endpoint, instance_types):
+def _types(value: str | None) -> tuple[str, ...] | None:
+    return None if value is None else tuple(t.strip() for t in value.split(",") if t.strip())
+
+
+def with_quotas(base, storage, endpoints, instances, instances_per_endpoint, instance_types,
+                jobs=None, training_instances=None, training_instance_types=None,
+                max_job_runtime_seconds=None, training_instance_hours=None):
     """``base`` with the given quota options applied, or None when none was given."""
     changes = {
         "storage_bytes": storage, "endpoints": endpoints, "instances": instances,
         "instances_per_endpoint": instances_per_endpoint,
-        "instance_types": None if instance_types is None
-        else tuple(t.strip() for t in instance_types.split(",") if t.strip()),
+        "instance_types": _types(instance_types),
+        "jobs": jobs, "training_instances": training_instances,
+        "training_instance_types": _types(training_instance_types),
+        "max_job_runtime_seconds": max_job_runtime_seconds,
+        "training_instance_hours": training_instance_hours,
     }
     changes = {k: v for k, v in changes.items() if v is not None}
     return replace(base, **changes) if changes else None

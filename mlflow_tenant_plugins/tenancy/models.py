@@ -47,6 +47,12 @@ class TenantRow(Base):
     quota_instances_per_endpoint: Mapped[int] = mapped_column(Integer)
     # Comma-separated SageMaker instance types the tenant may deploy on.
     quota_instance_types: Mapped[str] = mapped_column(Text)
+    quota_jobs: Mapped[int] = mapped_column(Integer, default=2)
+    quota_training_instances: Mapped[int] = mapped_column(Integer, default=2)
+    # Comma-separated SageMaker instance types the tenant's jobs may run on.
+    quota_training_instance_types: Mapped[str] = mapped_column(Text, default="")
+    quota_max_job_runtime_seconds: Mapped[int] = mapped_column(Integer, default=86400)
+    quota_training_instance_hours: Mapped[int] = mapped_column(Integer, default=100)
     alarm_topic_arn: Mapped[str | None] = mapped_column(String(2048), nullable=True)
     require_validation: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

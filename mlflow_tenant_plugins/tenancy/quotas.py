@@ -16,6 +16,9 @@ for _i, _p in enumerate("kmgt", start=1):
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 
 DEFAULT_INSTANCE_TYPES = ("ml.t2.medium", "ml.m5.large", "ml.m5.xlarge", "ml.c5.large")
+DEFAULT_TRAINING_INSTANCE_TYPES = ("ml.m5.large", "ml.m5.xlarge", "ml.c5.xlarge")
+# Fields that are lists of instance types; every other quota is a whole number.
+TYPE_LISTS = ("instance_types", "training_instance_types")
 
 
 def parse_size(value: str | int) -> int:
@@ -65,15 +68,21 @@ class Quotas:
     instances: int = 4
     instances_per_endpoint: int = 2
     instance_types: tuple[str, ...] = field(default=DEFAULT_INSTANCE_TYPES)
+    # Jobs the platform runs for the tenant (``mlflow run -b tenant-sagemaker``).
+    jobs: int = 2  # at once
+    training_instances: int = 2  # over all running jobs
+    training_instance_types: tuple[str, ...] = field(default=DEFAULT_TRAINING_INSTANCE_TYPES)
+    max_job_runtime_seconds: int = 24 * 3600  # per job (SageMaker's MaxRuntimeInSeconds)
+    training_instance_hours: int = 100  # per calendar month (UTC), instances x hours
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name != "instance_types" and (not isinstance(value, int) or value < 0):
+            if f.name not in TYPE_LISTS and (not isinstance(value, int) or value < 0):
                 raise MlflowException.invalid_parameter_value(
                     f"quota {f.name} must be a whole number ≥ 0, got {value!r}"
                 )
-        for t in self.instance_types:
+        for t in (*self.instance_types, *self.training_instance_types):
             if not re.fullmatch(r"ml\.[a-z0-9]+\.[a-z0-9]+", t):
                 raise MlflowException.invalid_parameter_value(
                     f"invalid instance type {t!r}: expected e.g. ml.m5.large"
@@ -81,5 +90,6 @@ class Quotas:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["instance_types"] = list(self.instance_types)
+        for name in TYPE_LISTS:
+            d[name] = list(getattr(self, name))
         return d

@@ -94,6 +94,7 @@ def validate_alarm_topic_arn(arn: str | None) -> None:
 
 def _tenant(row: TenantRow) -> Tenant:
     types = tuple(t for t in row.quota_instance_types.split(",") if t)
+    training_types = tuple(t for t in (row.quota_training_instance_types or "").split(",") if t)
     return Tenant(
         name=row.name,
         display_name=row.display_name,
@@ -104,6 +105,11 @@ def _tenant(row: TenantRow) -> Tenant:
             instances=row.quota_instances,
             instances_per_endpoint=row.quota_instances_per_endpoint,
             instance_types=types,
+            jobs=row.quota_jobs,
+            training_instances=row.quota_training_instances,
+            training_instance_types=training_types,
+            max_job_runtime_seconds=row.quota_max_job_runtime_seconds,
+            training_instance_hours=row.quota_training_instance_hours,
         ),
         alarm_topic_arn=row.alarm_topic_arn,
         require_validation=bool(row.require_validation),
@@ -119,6 +125,11 @@ def _quota_columns(quotas: Quotas) -> dict:
         "quota_instances": quotas.instances,
         "quota_instances_per_endpoint": quotas.instances_per_endpoint,
         "quota_instance_types": ",".join(quotas.instance_types),
+        "quota_jobs": quotas.jobs,
+        "quota_training_instances": quotas.training_instances,
+        "quota_training_instance_types": ",".join(quotas.training_instance_types),
+        "quota_max_job_runtime_seconds": quotas.max_job_runtime_seconds,
+        "quota_training_instance_hours": quotas.training_instance_hours,
     }
 
 

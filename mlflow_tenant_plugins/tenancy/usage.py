@@ -26,6 +26,8 @@ RESOURCES = {
     "storage_bytes": TenantRow.quota_storage_bytes,
     "endpoints": TenantRow.quota_endpoints,
     "instances": TenantRow.quota_instances,
+    "jobs": TenantRow.quota_jobs,
+    "training_instances": TenantRow.quota_training_instances,
 }
 
 
