@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from mlflow_tenant_plugins.config import Settings
     from mlflow_tenant_plugins.coverage import RouteClass
     from mlflow_tenant_plugins.deployments.service import DeploymentService
+    from mlflow_tenant_plugins.jobs.service import JobService
     from mlflow_tenant_plugins.monitoring.metrics import TenantMetrics
     from mlflow_tenant_plugins.tenancy import TenantRegistry
 
@@ -57,13 +58,21 @@ class Platform:
     # Per-tenant Prometheus series, when the server runs with --expose-prometheus.
     metrics: TenantMetrics | None = None
     deployments: Callable[[], DeploymentService] | None = None
+    jobs: Callable[[], JobService] | None = None
     # The periodic CloudWatch publisher, when configured (kept so it is not collected).
     publisher: Any = field(default=None, compare=False)
+    # The periodic job reconcile, when jobs are on (kept so it is not collected).
+    job_reconciler: Any = field(default=None, compare=False)
 
     def deployment_service(self) -> DeploymentService:
         if self.deployments is None:
             raise RuntimeError("this platform serves no deployments")
         return self.deployments()
+
+    def job_service(self) -> JobService:
+        if self.jobs is None:
+            raise RuntimeError("this platform runs no jobs")
+        return self.jobs()
 
 
 def attach(app: Any, platform: Platform) -> None:

@@ -6,7 +6,6 @@ platform from ``platform.current_platform()``.
 
 from __future__ import annotations
 
-import importlib.util
 import posixpath
 from urllib.parse import unquote
 
@@ -114,14 +113,12 @@ def _authenticated() -> bool:
 
 
 def _blueprints() -> list[Blueprint]:
+    from mlflow_tenant_plugins.deployments import routes as deployment_routes
+    from mlflow_tenant_plugins.jobs import routes as job_routes
     from mlflow_tenant_plugins.monitoring import page as usage_page
 
-    found = [admin_api.blueprint, usage_page.blueprint]
-    if importlib.util.find_spec("mlflow_tenant_plugins.deployments.routes") is not None:
-        from mlflow_tenant_plugins.deployments import routes as deployment_routes
-
-        found.append(deployment_routes.blueprint)
-    return found
+    return [admin_api.blueprint, usage_page.blueprint, deployment_routes.blueprint,
+            job_routes.blueprint]
 
 
 def register_routes(app: Flask) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import threading
 import time
 from typing import Any
@@ -41,6 +42,7 @@ def create_app():
     from mlflow_tenant_plugins.auth import run_locator
     from mlflow_tenant_plugins.auth.authenticator import Authenticator, build_methods
     from mlflow_tenant_plugins.auth.store_cache import cache_engine_lookups
+    from mlflow_tenant_plugins.jobs import reconcile as job_reconcile
     from mlflow_tenant_plugins.routes import register_routes
 
     # 1. Settings: refuse MLflow's unsafe switches; ours are read here, once, for every part.
@@ -79,6 +81,7 @@ def create_app():
     route_classes = _check_route_coverage(app)
 
     # 6. The platform, for every Flask handler (app.extensions) and middleware.
+    jobs = Once(lambda: _job_service(settings, registry))
     platform = Platform(
         settings=settings,
         registry=registry,
@@ -86,7 +89,9 @@ def create_app():
         route_classes=tuple(route_classes),
         metrics=monitoring.build_metrics(),
         deployments=Once(lambda: _deployment_service(settings, registry)),
+        jobs=jobs,
         publisher=monitoring.start_publisher(registry, settings),
+        job_reconciler=job_reconcile.start(registry, settings, jobs),
     )
     attach(flask_app, platform)
 
@@ -126,6 +131,33 @@ def _deployment_service(settings: Settings, registry: TenantRegistry) -> Any:
                              registry_uri=mlflow_server.registry_store_uri() or tracking,
                              fetch=server_fetch)
     return DeploymentService(registry, settings, resolver=resolver)
+
+
+def _job_service(settings: Settings, registry: TenantRegistry) -> Any:
+    """The job service on the configured engine. Built on first use (SageMaker: AWS clients)."""
+    from mlflow_tenant_plugins.jobs import identity
+    from mlflow_tenant_plugins.jobs.runs import TenantRuns
+    from mlflow_tenant_plugins.jobs.service import JobService
+
+    destination = mlflow_server.artifacts_destination()
+    runs = TenantRuns(mlflow_server.tracking_store)
+    if settings.jobs_executor == "sagemaker":
+        from mlflow_tenant_plugins.deployments.aws import AwsClients
+        from mlflow_tenant_plugins.jobs.sagemaker import SageMakerEngine
+
+        clients = AwsClients(settings)
+        images = dict(entry.split("=", 1) for entry in settings.jobs_image_uris if "=" in entry)
+        template = identity.role_template(settings)
+        return JobService(registry, settings, SageMakerEngine(clients.sagemaker, clients.logs),
+                          runs, destination=destination,
+                          identity=identity.execution_role(registry, settings),
+                          role_arn=lambda tenant: template.format(tenant=tenant),
+                          image_uri=images.get)
+    from mlflow_tenant_plugins.jobs.local import LocalEngine
+
+    root = settings.jobs_local_dir or os.path.join(tempfile.gettempdir(), "mlflow-tenant-jobs")
+    return JobService(registry, settings, LocalEngine(root), runs, destination=destination,
+                      identity=identity.local_key(registry))
 
 
 def _single_headers(settings: Settings) -> tuple[str, ...]:

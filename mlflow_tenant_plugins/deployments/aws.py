@@ -30,6 +30,7 @@ class AwsClients:
         self.cloudwatch = session.client("cloudwatch", **kwargs)
         self.autoscaling = session.client("application-autoscaling", **kwargs)
         self.sts = session.client("sts", **kwargs)
+        self.logs = session.client("logs", **kwargs)
 
 
 def error_code(exc: BaseException) -> str:

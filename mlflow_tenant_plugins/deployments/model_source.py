@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import urllib.parse
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 from mlflow.exceptions import MlflowException
@@ -19,6 +18,7 @@ from mlflow.models.container import SUPPORTED_FLAVORS
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
 
 from mlflow_tenant_plugins.artifacts.fence import check_tenant_uri, server_scratch
+from mlflow_tenant_plugins.mlflow_hooks.server import tenant_workspace
 
 # fetch(artifact_uri, dst_dir, tenant) -> local path of what was downloaded
 Fetch = Callable[[str, str, str], str]
@@ -30,16 +30,6 @@ class ModelRef:
     source_uri: str  # where its files are
     run_id: str | None
     flavor: str
-
-
-def _workspace(tenant: str):
-    from mlflow.environment_variables import MLFLOW_ENABLE_WORKSPACES
-
-    if not MLFLOW_ENABLE_WORKSPACES.get():
-        return nullcontext()
-    from mlflow.utils.workspace_context import ServerWorkspaceContext
-
-    return ServerWorkspaceContext(tenant)
 
 
 def _download(uri: str, dst: str, tracking_uri: str | None) -> str:
@@ -68,7 +58,7 @@ class ModelResolver:
         os.makedirs(dst, exist_ok=True)
         if self._fetch is not None:
             return self._fetch(uri, dst, tenant)
-        with _workspace(tenant):
+        with tenant_workspace(tenant):
             return _download(uri, dst, self.tracking_uri)
 
     def _locate(self, model_uri: str, tenant: str) -> tuple[str, str | None]:
@@ -80,7 +70,7 @@ class ModelResolver:
                 "models:/NAME@ALIAS) or a run's model (runs:/RUN_ID/PATH)"
             )
         try:
-            with _workspace(tenant):
+            with tenant_workspace(tenant):
                 client = self._client()
                 if scheme == "models":
                     from mlflow.store.artifact.utils.models import get_model_name_and_version

@@ -26,9 +26,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.server.handlers import catch_mlflow_exception
 
 from mlflow_tenant_plugins.auth.identity import current_tenant, require_role
-from mlflow_tenant_plugins.deployments.model_source import _workspace
 from mlflow_tenant_plugins.deployments.service import DeploymentService
-from mlflow_tenant_plugins.mlflow_hooks.server import backend_store_uri
+from mlflow_tenant_plugins.mlflow_hooks.server import backend_store_uri, tenant_workspace
 from mlflow_tenant_plugins.platform import Platform, attach, current_platform
 from mlflow_tenant_plugins.tenancy import Role
 from mlflow_tenant_plugins.wire import DEPLOYMENTS_PREFIX
@@ -51,16 +50,11 @@ def server_fetch(uri: str, dst: str, tenant: str) -> str:
     repository, scoped to the tenant's workspace exactly as MLflow's artifact routes do."""
     from mlflow_tenant_plugins.mlflow_hooks import artifacts as mlflow_artifacts
 
-    with _workspace(tenant):
+    with tenant_workspace(tenant):
         if urllib.parse.urlparse(uri).scheme == "mlflow-artifacts":
             path = mlflow_artifacts.proxied_artifact_path(uri)
-            repo = mlflow_artifacts.proxied_artifact_repository()
-            # MLflow caches one destination repository per process; a workspace-aware one
-            # (MLflow's ``for_workspace`` hook, e.g. tenant-s3) is bound to this tenant here.
-            bind = getattr(getattr(repo, "origin", repo), "for_workspace", None)
-            if bind is not None:
-                repo = bind(tenant)
-            return repo.download_artifacts(path, dst)
+            return mlflow_artifacts.tenant_artifact_repository(tenant).download_artifacts(
+                path, dst)
         import mlflow.artifacts
 
         return mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dst,

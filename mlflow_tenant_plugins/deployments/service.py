@@ -28,7 +28,7 @@ from mlflow_tenant_plugins.config import Settings
 from mlflow_tenant_plugins.deployments import alarms, scaling
 from mlflow_tenant_plugins.deployments import names as n
 from mlflow_tenant_plugins.deployments.aws import AwsClients, is_not_found
-from mlflow_tenant_plugins.deployments.model_source import ModelRef, ModelResolver, _workspace
+from mlflow_tenant_plugins.deployments.model_source import ModelRef, ModelResolver
 from mlflow_tenant_plugins.deployments.model_uri import check_model_uri
 from mlflow_tenant_plugins.deployments.operations import Operations, Plan, Undo
 from mlflow_tenant_plugins.deployments.options import (
@@ -50,6 +50,7 @@ from mlflow_tenant_plugins.deployments.storage import (
     check_kept_package,
     package_root,
 )
+from mlflow_tenant_plugins.mlflow_hooks.server import tenant_workspace
 from mlflow_tenant_plugins.tenancy import TenantRegistry
 from mlflow_tenant_plugins.tenancy.deployment_records import DeploymentRecords
 from mlflow_tenant_plugins.tenancy.entities import Tenant
@@ -157,7 +158,7 @@ class DeploymentService:
                     f"tenant '{tenant.name}' deploys only validated models, and this platform "
                     "has no data-validation gate installed"
                 ) from None
-            with _workspace(tenant.name):  # the run is looked up in the tenant's own store
+            with tenant_workspace(tenant.name):  # the run is looked up in the tenant's own store
                 check_deploy(tenant, model, tracking_uri=self.resolver.tracking_uri)
         for check in self.checks:
             check(tenant, model)

@@ -33,6 +33,15 @@ def wrap_proxied_artifact_repository(wrap: Callable[[Any], Any]) -> None:
     handlers._get_artifact_repo_mlflow_artifacts = per_request
 
 
+def tenant_artifact_repository(tenant: str) -> Any:
+    """The proxied destination repository bound to ``tenant``: MLflow caches one repository
+    per process; a workspace-aware one (MLflow's ``for_workspace`` hook, e.g. tenant-s3) is
+    bound to the tenant here, for server work done on a tenant's behalf."""
+    repo = proxied_artifact_repository()
+    bind = getattr(getattr(repo, "origin", repo), "for_workspace", None)
+    return bind(tenant) if bind is not None else repo
+
+
 def proxied_artifact_path(uri: str) -> str:
     """Where an ``mlflow-artifacts:`` URI lives in the destination repository, scoped to the
     request's workspace exactly as MLflow's artifact routes scope it

@@ -111,3 +111,18 @@ def is_object_key_within_path(key: str, path: str) -> bool:
     from mlflow.store.artifact.artifact_repo import _is_object_key_within_path
 
     return _is_object_key_within_path(key, path)
+
+
+def tenant_workspace(tenant: str) -> Any:
+    """A context in which MLflow's server-side stores act in ``tenant``'s workspace
+    (``ServerWorkspaceContext``), for work the server does on a tenant's behalf outside a
+    request of that tenant; no-op without workspaces. Checked against MLflow 3.17.2."""
+    from contextlib import nullcontext
+
+    from mlflow.environment_variables import MLFLOW_ENABLE_WORKSPACES
+
+    if not MLFLOW_ENABLE_WORKSPACES.get():
+        return nullcontext()
+    from mlflow.utils.workspace_context import ServerWorkspaceContext
+
+    return ServerWorkspaceContext(tenant)

@@ -12,9 +12,14 @@ Expiry uses the contenders' clocks (UTC): they must agree to well within the lea
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
+import random
 import socket
+import threading
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import insert, or_, select, update
@@ -75,3 +80,62 @@ class Lease:
             return None
         taken = row[1] if row[1].tzinfo else row[1].replace(tzinfo=UTC)
         return row[0] if taken >= utcnow() - self.ttl else None
+
+
+_logger = logging.getLogger(__name__)
+_BACKOFF_FIRST_SECONDS = 5.0
+
+
+class Periodic:
+    """Runs ``task`` every ``interval`` seconds in a daemon thread while this contender holds
+    ``lease``: one worker of one instance at a time. A failed run is logged and retried after
+    5, 10, 20… seconds (never longer than the interval); nothing it raises leaves the thread,
+    so it can never take the server down."""
+
+    def __init__(self, task: Callable[[], object], lease: Lease, interval: float,
+                 name: str):
+        self.task, self.lease, self.interval, self.name = task, lease, interval, name
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def run_once(self) -> bool:
+        """Run if this contender holds (or now takes) the lease; True if it ran."""
+        if not self.lease.acquire():
+            return False
+        self.task()
+        return True
+
+    def next_wait(self) -> float:
+        if not self.failures:
+            return self.interval
+        return min(self.interval, _BACKOFF_FIRST_SECONDS * 2 ** (self.failures - 1))
+
+    def _run(self) -> None:
+        wait = random.uniform(0.0, min(self.interval, 2.0))  # workers start together
+        while not self._stop.wait(wait):
+            try:
+                self.run_once()
+                self.failures = 0
+            except Exception:
+                self.failures += 1
+                _logger.exception("%s failed (attempt %d); retrying", self.name, self.failures)
+            wait = self.next_wait()
+
+    def start(self):
+        self._thread.start()
+        atexit.register(self.stop)
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        try:
+            self.lease.release()
+        except Exception:
+            _logger.warning("could not release the %s lease", self.name, exc_info=True)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()

@@ -15,17 +15,14 @@ daemon thread in every worker; a lease in the database lets one of them through 
 
 from __future__ import annotations
 
-import atexit
 import logging
-import random
 import re
-import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from mlflow_tenant_plugins.config import Settings
-from mlflow_tenant_plugins.monitoring.lease import Lease
+from mlflow_tenant_plugins.monitoring.lease import Lease, Periodic
 from mlflow_tenant_plugins.monitoring.snapshot import TenantUsage, snapshot
 from mlflow_tenant_plugins.tenancy import TenantRegistry
 from mlflow_tenant_plugins.tenancy.models import utcnow
@@ -35,7 +32,6 @@ LEASE_KEY = "usage-publisher"
 ALARM_METRIC = "QuotaUtilization"
 TAG_TENANT = "mlt:tenant"
 _BATCH = 150  # metric data per PutMetricData call (AWS allows 1000 and 1 MB)
-_BACKOFF_FIRST_SECONDS = 5.0
 
 
 def cloudwatch_client(settings: Settings) -> Any:
@@ -168,65 +164,20 @@ class UsagePublisher:
             report.alarms_deleted = stale
 
 
-class PeriodicPublisher:
-    """Publishes every ``interval`` seconds while this contender holds the lease. A failed
-    publish is logged and retried after 5, 10, 20… seconds (never longer than the interval);
-    nothing it raises leaves the thread, so it can never take the server down."""
+class PeriodicPublisher(Periodic):
+    """Publishes every ``interval`` seconds while this contender holds the lease (see
+    :class:`~.lease.Periodic` for the retries)."""
 
     def __init__(self, publisher: UsagePublisher, lease: Lease, interval: float):
+        super().__init__(self._publish, lease, interval, name="mlt-usage-publisher")
         self.publisher = publisher
-        self.lease = lease
-        self.interval = interval
-        self.failures = 0
         self.published = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="mlt-usage-publisher",
-                                        daemon=True)
 
-    def run_once(self) -> bool:
-        """Publish if this contender holds (or now takes) the lease; True if it published."""
-        if not self.lease.acquire():
-            return False
+    def _publish(self) -> None:
         report = self.publisher.publish()
         self.published += 1
         _logger.info("published usage of %d tenants to CloudWatch (%d data points)",
                      report.tenants, report.data_points)
-        return True
-
-    def next_wait(self) -> float:
-        if not self.failures:
-            return self.interval
-        return min(self.interval, _BACKOFF_FIRST_SECONDS * 2 ** (self.failures - 1))
-
-    def _run(self) -> None:
-        wait = random.uniform(0.0, min(self.interval, 2.0))  # workers start together
-        while not self._stop.wait(wait):
-            try:
-                self.run_once()
-                self.failures = 0
-            except Exception:
-                self.failures += 1
-                _logger.exception("publishing tenant usage to CloudWatch failed (attempt %d); "
-                                  "retrying", self.failures)
-            wait = self.next_wait()
-
-    def start(self) -> PeriodicPublisher:
-        self._thread.start()
-        atexit.register(self.stop)
-        return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-        try:
-            self.lease.release()
-        except Exception:
-            _logger.warning("could not release the usage publisher lease", exc_info=True)
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
 
 
 def lease_seconds(interval: float) -> float:
