@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import threading
 import time
 from typing import Any
@@ -136,28 +135,19 @@ def _deployment_service(settings: Settings, registry: TenantRegistry) -> Any:
 def _job_service(settings: Settings, registry: TenantRegistry) -> Any:
     """The job service on the configured engine. Built on first use (SageMaker: AWS clients)."""
     from mlflow_tenant_plugins.jobs import identity
+    from mlflow_tenant_plugins.jobs.engines import build_engine, image_uris
     from mlflow_tenant_plugins.jobs.runs import TenantRuns
     from mlflow_tenant_plugins.jobs.service import JobService
 
-    destination = mlflow_server.artifacts_destination()
-    runs = TenantRuns(mlflow_server.tracking_store)
+    engine = build_engine(settings)
+    options: dict[str, Any] = {"identity": identity.local_key(registry)}
     if settings.jobs_executor == "sagemaker":
-        from mlflow_tenant_plugins.deployments.aws import AwsClients
-        from mlflow_tenant_plugins.jobs.sagemaker import SageMakerEngine
-
-        clients = AwsClients(settings)
-        images = dict(entry.split("=", 1) for entry in settings.jobs_image_uris if "=" in entry)
         template = identity.role_template(settings)
-        return JobService(registry, settings, SageMakerEngine(clients.sagemaker, clients.logs),
-                          runs, destination=destination,
-                          identity=identity.execution_role(registry, settings),
-                          role_arn=lambda tenant: template.format(tenant=tenant),
-                          image_uri=images.get)
-    from mlflow_tenant_plugins.jobs.local import LocalEngine
-
-    root = settings.jobs_local_dir or os.path.join(tempfile.gettempdir(), "mlflow-tenant-jobs")
-    return JobService(registry, settings, LocalEngine(root), runs, destination=destination,
-                      identity=identity.local_key(registry))
+        options = {"identity": identity.execution_role(registry, settings),
+                   "role_arn": lambda tenant: template.format(tenant=tenant),
+                   "image_uri": image_uris(settings).get}
+    return JobService(registry, settings, engine, TenantRuns(mlflow_server.tracking_store),
+                      destination=mlflow_server.artifacts_destination(), **options)
 
 
 def _single_headers(settings: Settings) -> tuple[str, ...]:

@@ -74,7 +74,7 @@ def _usage(server, tenant: str) -> dict[str, int]:
     return {u.resource: u.used for u in server.registry.ledger.for_tenant(tenant)}
 
 
-def _wait(predicate, timeout: float = 60.0, what: str = "condition"):
+def _wait(predicate, timeout: float = 120.0, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -324,3 +324,27 @@ def test_jobs_cannot_be_attached_to_another_tenants_run_or_submitted_by_a_viewer
     r = requests.post(f"{server.url}{JOBS}/submit", json=body, timeout=60,
                       headers={"Authorization": f"Bearer {a_key}"})
     assert r.status_code == 400 and spec.PACKAGE_ARTIFACT_DIR in r.json()["message"]
+
+
+def test_the_admin_cli_lists_a_tenants_jobs_and_stops_one(server, tmp_path):
+    tenant, key = _tenant(server)
+    ids = _submit_async(server, key, _project(tmp_path, SLEEPY))
+    env = {**server.client_env(), "MLFLOW_TENANT_DATABASE_URI": server.db_uri,
+           "MLFLOW_TENANT_JOBS_EXECUTOR": "local",
+           "MLFLOW_TENANT_JOBS_LOCAL_DIR": server.env["MLFLOW_TENANT_JOBS_LOCAL_DIR"]}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "mlflow_tenant_plugins.cli", *args],
+                              env=env, capture_output=True, text=True, timeout=120)
+
+    listed = cli("job", "list", "--tenant", tenant, "--active", "--json")
+    assert listed.returncode == 0, listed.stderr
+    [job] = json.loads(listed.stdout)["jobs"]
+    assert (job["job_id"], job["run_id"]) == (ids["job_id"], ids["run_id"])
+    other, _ = _tenant(server)
+    refused = cli("job", "stop", other, ids["job_id"])
+    assert refused.returncode == 2 and "not found" in refused.stderr
+    stopped = cli("job", "stop", tenant, ids["job_id"])
+    assert stopped.returncode == 0, stopped.stderr
+    _wait(lambda: _usage(server, tenant)["jobs"] == 0, what="the server to end the job")
+    assert _client(server, key).get_run(ids["run_id"]).info.status == "KILLED"

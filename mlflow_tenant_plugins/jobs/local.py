@@ -49,16 +49,22 @@ def _read(path: Path) -> str | None:
         return None
 
 
-def _alive(pid: int) -> bool:
+def _alive(pgid: int) -> bool:
+    """Whether any process of the job's group still runs: the runner may outlive the wrapper
+    while it records a stop. A group of nothing but the unreaped wrapper counts as ended."""
     try:
-        os.kill(pid, 0)
+        os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    # A zombie (ended, not yet reaped by its parent) counts as ended.
-    stat = _read(Path(f"/proc/{pid}/stat"))
-    return not (stat and stat.rsplit(")", 1)[-1].split()[0] == "Z")
+    members = [p for p in os.listdir("/proc") if p.isdigit()]
+    for pid in members:
+        stat = _read(Path(f"/proc/{pid}/stat"))
+        fields = stat.rsplit(")", 1)[-1].split() if stat else []
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
 
 
 class LocalEngine:
@@ -97,8 +103,9 @@ class LocalEngine:
             **launch.environment,
         })
         (home / "max_runtime").write_text(str(launch.max_runtime_seconds))
-        script = (f"{shlex.quote(self.python)} -m mlflow_tenant_plugins.jobs.runner "
-                  "> log 2>&1 < /dev/null; echo $? > exit.tmp && mv exit.tmp exit")
+        # The wrapper outlives a stop (its trap waits for the runner) so the exit is recorded.
+        script = (f"trap : TERM; {shlex.quote(self.python)} -m mlflow_tenant_plugins.jobs.runner"
+                  " > log 2>&1 < /dev/null; echo $? > exit.tmp && mv exit.tmp exit")
         process = subprocess.Popen(["/bin/sh", "-c", script], cwd=home, env=env,
                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL, start_new_session=True)

@@ -218,16 +218,18 @@ def run_entry_point(spec: RunnerSpec, workdir: Path) -> None:
         raise JobFailure(f"entry point '{spec.entry_point}' failed: {exc.message}") from None
 
 
-def mark_failed(run_id: str) -> None:
-    """The run ends FAILED when the job does (best effort: the platform does it too)."""
+def mark_failed(run_id: str, status: str = "FAILED") -> None:
+    """The run ends FAILED (KILLED when stopped) with the job (best effort: the platform
+    does it too). MLflow marks an interrupted entry point's run FAILED; a stop is KILLED."""
     try:
         from mlflow import MlflowClient
 
         client = MlflowClient()
-        if client.get_run(run_id).info.status in ("RUNNING", "SCHEDULED"):
-            client.set_terminated(run_id, "FAILED")
+        current = client.get_run(run_id).info.status
+        if current in ("RUNNING", "SCHEDULED") or (status == "KILLED" and current == "FAILED"):
+            client.set_terminated(run_id, status)
     except Exception as exc:
-        say(f"could not mark run {run_id} FAILED: {exc}")
+        say(f"could not mark run {run_id} {status}: {exc}")
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -266,7 +268,7 @@ def main() -> int:
         say("stopped")
         write_failure("job stopped")
         if spec is not None:
-            mark_failed(spec.run_id)
+            mark_failed(spec.run_id, "KILLED")
         return 1
     except Exception as exc:
         message = getattr(exc, "message", None) or str(exc) or type(exc).__name__

@@ -44,7 +44,10 @@ class TenantRuns:
                     from mlflow.entities import RunTag
 
                     store.set_tag(run_id, RunTag(spec.FAILURE_TAG, reason[:5000]))
-                if not RunStatus.is_terminated(RunStatus.from_string(run.info.status)):
+                current = run.info.status
+                # A stopped job's entry point was interrupted, which MLflow records as FAILED.
+                if not RunStatus.is_terminated(RunStatus.from_string(current)) or (
+                        status == "KILLED" and current == "FAILED"):
                     import time
 
                     store.update_run_info(run_id, RunStatus.from_string(status),
