@@ -48,9 +48,9 @@ def role_template(settings) -> str:
 def execution_role(registry, settings) -> Callable[[JobRecord], dict[str, str]]:
     from mlflow_tenant_plugins.tenancy.iam_bindings import IamBindings, normalize_arn
 
-    if "aws-iam" not in settings.auth_methods or not settings.server_id:
+    if "iam" not in settings.auth_methods or not settings.server_id:
         raise MlflowException(
-            "SageMaker jobs log with their execution role's AWS IAM identity: add 'aws-iam' to "
+            "SageMaker jobs log with their execution role's AWS IAM identity: add 'iam' to "
             "auth_methods and set server_id", INVALID_STATE)
     bindings = IamBindings(registry)
 

@@ -43,7 +43,12 @@ from mlflow_tenant_plugins.jobs.executor import Engine, JobLaunch, LogPage, exte
 from mlflow_tenant_plugins.jobs.runs import TenantRuns
 from mlflow_tenant_plugins.tenancy import Role
 from mlflow_tenant_plugins.tenancy.errors import QuotaExceeded
-from mlflow_tenant_plugins.tenancy.job_records import JobRecord, JobRecords, MonthlyLedger
+from mlflow_tenant_plugins.tenancy.job_records import (
+    JobRecord,
+    JobRecords,
+    MonthlyLedger,
+    RunBusy,
+)
 from mlflow_tenant_plugins.tenancy.job_records import month_of as _month
 
 _logger = logging.getLogger(__name__)
@@ -138,6 +143,10 @@ class JobService:
                 "max_runtime_seconds": runtime, "env_manager": manager,
                 "validation": validation}
 
+    @staticmethod
+    def _busy(run_id: str) -> MlflowException:
+        return MlflowException(f"run '{run_id}' already has a job running", RESOURCE_CONFLICT)
+
     def _reserve(self, tenant, count: int, seconds: int, month: str) -> None:
         ledger = self.registry.ledger
         ledger.reserve(tenant.name, "jobs", 1)
@@ -199,8 +208,7 @@ class JobService:
         if RunStatus.is_terminated(RunStatus.from_string(run.info.status)):
             raise _bad(f"run '{run_id}' has ended ({run.info.status}); submit a new run")
         if any(j.run_id == run_id for j in self.records.list(tenant_name, active_only=True)):
-            raise MlflowException(f"run '{run_id}' already has a job running",
-                                  RESOURCE_CONFLICT)
+            raise self._busy(run_id)
         package = packages.locate(tenant_name, run, self.destination)
         if package.size > self.settings.jobs_max_package_bytes:
             raise _bad(f"the project archive is {package.size} bytes, over the platform's "
@@ -220,8 +228,10 @@ class JobService:
                 instance_type=checked["instance_type"], instance_count=count,
                 max_runtime_seconds=checked["max_runtime_seconds"], month=month,
                 reserved_seconds=seconds, spec=runner.to_json(), submitted_at=now)
-        except BaseException:
+        except BaseException as exc:
             self._give_back(tenant_name, count, month, seconds)
+            if isinstance(exc, RunBusy):
+                raise self._busy(run_id) from None
             raise
         name = external_name(tenant_name, job.job_id)
         self.records.set_state(job.id, name=name)
@@ -231,9 +241,21 @@ class JobService:
         except Exception as exc:
             _logger.warning("job %s of tenant %s failed to start", job.job_id, tenant_name,
                             exc_info=True)
+            self._stop_quietly(job)
             self._end(job, spec.FAILED, f"the job could not be started: {exc}", now, None)
             raise MlflowException(f"job {job.job_id} could not be started: {exc}") from None
         return job_dict(self.records.get(job.id), self.clock())
+
+    def _stop_quietly(self, job: JobRecord) -> None:
+        """A start that raised may have started the job all the same (the engine accepted it
+        and its answer was lost, or the record could not be updated afterwards); its record
+        is about to end and give its quota back, so stop it by name (a no-op when there is no
+        such job): a failed submission runs nothing."""
+        try:
+            self.engine.stop(job.tenant, job.name)
+        except Exception:
+            _logger.warning("job %s of tenant %s: could not stop it after its failed start",
+                            job.job_id, job.tenant, exc_info=True)
 
     def _launch(self, job: JobRecord, runner: spec.RunnerSpec, package) -> None:
         environment = self._identity(job)
@@ -268,7 +290,11 @@ class JobService:
 
     # -- follow -------------------------------------------------------------------------
     def _job(self, tenant: str, job_id: str) -> JobRecord:
-        job = self.records.get(int(job_id)) if str(job_id).isdigit() else None
+        # Only ASCII digits within a 64-bit integer can name a record: anything else ("²",
+        # 10**30) is the same 404, not a ValueError from int() or an OverflowError from sqlite.
+        text = str(job_id)
+        number = int(text) if text.isascii() and text.isdigit() else 0
+        job = self.records.get(number) if 0 < number < 2**63 else None
         if job is None or job.tenant != tenant:
             raise MlflowException(f"job '{job_id}' not found in tenant '{tenant}'",
                                   RESOURCE_DOES_NOT_EXIST)

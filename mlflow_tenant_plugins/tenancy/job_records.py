@@ -64,6 +64,12 @@ class JobRow(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     released: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The run while the job has not ended, NULL after: one job per run at a time.
+    active_run: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
+
+
+class RunBusy(Exception):
+    """The run already has a job that has not ended."""
 
 
 class MonthlyUsageRow(Base):
@@ -129,8 +135,14 @@ class JobRecords:
         self._engine = engine
 
     def add(self, **values) -> JobRecord:
-        with self._engine.begin() as conn:
-            job_id = conn.execute(insert(JobRow).values(**values)).inserted_primary_key[0]
+        """A new record; :class:`RunBusy` if its run has a job that has not ended (the unique
+        ``active_run`` decides between concurrent submissions)."""
+        try:
+            with self._engine.begin() as conn:
+                job_id = conn.execute(insert(JobRow).values(
+                    **values, active_run=values["run_id"])).inserted_primary_key[0]
+        except IntegrityError:
+            raise RunBusy(values["run_id"]) from None
         return self.get(int(job_id))
 
     def get(self, job_id: int) -> JobRecord | None:
@@ -160,7 +172,7 @@ class JobRecords:
                   ended_at: datetime, started_at: datetime | None) -> bool:
         """Mark the job ended; True for exactly one caller, who then releases what it held."""
         values = {"status": status, "failure_reason": failure_reason, "ended_at": ended_at,
-                  "released": True, "detail": None}
+                  "released": True, "detail": None, "active_run": None}
         if started_at is not None:
             values["started_at"] = started_at
         with self._engine.begin() as conn:

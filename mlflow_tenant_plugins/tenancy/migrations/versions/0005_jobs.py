@@ -56,6 +56,9 @@ def upgrade() -> None:
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("released", sa.Boolean, nullable=False, server_default=sa.false()),
+        # The run while its job has not ended, NULL after: one job per run at a time (NULLs
+        # do not collide in a unique column, on sqlite and PostgreSQL alike).
+        sa.Column("active_run", sa.String(64), nullable=True, unique=True),
     )
     op.create_table(
         "mlt_monthly_usage",
