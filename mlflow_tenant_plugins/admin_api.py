@@ -81,6 +81,8 @@ def _quotas(spec: dict | None, base: Quotas | None = None) -> Quotas | None:
                                             "max-job-runtime-seconds quota"),
         training_instance_hours=parse_count(merged["training_instance_hours"],
                                             "training-instance-hours quota"),
+        storage_mode=str(merged["storage_mode"]),
+        storage_allowance_bytes=parse_size(merged["storage_allowance_bytes"]),
         **lists,
     )
 

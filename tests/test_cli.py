@@ -90,7 +90,8 @@ def test_tenant_create_takes_every_quota_option_and_sizes_in_binary_units(acme):
                               "instance_types": ["ml.m5.large", "ml.c5.large"],
                               "jobs": 3, "training_instances": 4,
                               "training_instance_types": ["ml.c5.xlarge"],
-                              "max_job_runtime_seconds": 7200, "training_instance_hours": 50}
+                              "max_job_runtime_seconds": 7200, "training_instance_hours": 50,
+                              "storage_mode": "hard", "storage_allowance_bytes": 0}
     assert (acme["alarm_topic_arn"], acme["require_validation"], acme["status"]) == (
         ARN, True, "active")
 

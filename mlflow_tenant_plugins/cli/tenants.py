@@ -47,6 +47,11 @@ def quota_options(f: Callable) -> Callable:
         click.option("--instances-per-endpoint", type=COUNT, help="Most instances per endpoint."),
         click.option("--instance-types", metavar="LIST",
                      help="Allowed instance types, comma-separated, e.g. ml.m5.large,ml.c5.large."),
+        click.option("--storage-mode", type=click.Choice(["hard", "overage"]),
+                     help="hard: refuse writes past --storage. overage: writes past "
+                     "--storage-allowance succeed and the excess is billable, up to --storage."),
+        click.option("--storage-allowance", type=SIZE,
+                     help="Storage included in overage mode (e.g. 10GB)."),
         click.option("--jobs", type=COUNT, help="Most jobs running at once."),
         click.option("--training-instances", type=COUNT,
                      help="Most training instances over all running jobs."),
@@ -72,7 +77,8 @@ def _types(value: str | None) -> tuple[str, ...] | None:
 
 def with_quotas(base, storage, endpoints, instances, instances_per_endpoint, instance_types,
                 jobs=None, training_instances=None, training_instance_types=None,
-                max_job_runtime_seconds=None, training_instance_hours=None):
+                max_job_runtime_seconds=None, training_instance_hours=None,
+                storage_mode=None, storage_allowance=None):
     """``base`` with the given quota options applied, or None when none was given."""
     changes = {
         "storage_bytes": storage, "endpoints": endpoints, "instances": instances,
@@ -82,6 +88,7 @@ def with_quotas(base, storage, endpoints, instances, instances_per_endpoint, ins
         "training_instance_types": _types(training_instance_types),
         "max_job_runtime_seconds": max_job_runtime_seconds,
         "training_instance_hours": training_instance_hours,
+        "storage_mode": storage_mode, "storage_allowance_bytes": storage_allowance,
     }
     changes = {k: v for k, v in changes.items() if v is not None}
     return replace(base, **changes) if changes else None

@@ -13,6 +13,29 @@ def _iso(t: datetime | None) -> str | None:
     return t.isoformat() if t else None
 
 
+ON_BUDGET = ("notify", "refuse-new")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A tenant's monthly budget: ``amount`` in the price table's currency (None: none);
+    past 100 % with ``refuse-new``, new deployments and jobs are refused."""
+
+    amount: float | None = None
+    on_budget: str = "notify"
+
+    def __post_init__(self) -> None:
+        from mlflow.exceptions import MlflowException
+
+        if self.amount is not None and (isinstance(self.amount, bool) or not isinstance(
+                self.amount, int | float) or not 0 <= self.amount < 1e12):
+            raise MlflowException.invalid_parameter_value(
+                f"budget must be an amount >= 0, got {self.amount!r}")
+        if self.on_budget not in ON_BUDGET:
+            raise MlflowException.invalid_parameter_value(
+                f"on_budget must be one of {', '.join(ON_BUDGET)}, got {self.on_budget!r}")
+
+
 @dataclass(frozen=True)
 class Tenant:
     name: str
@@ -23,6 +46,8 @@ class Tenant:
     require_validation: bool
     created_at: datetime
     updated_at: datetime
+    budget_amount: float | None = None
+    on_budget: str = "notify"
 
     @property
     def active(self) -> bool:
@@ -36,6 +61,7 @@ class Tenant:
             "quotas": self.quotas.to_dict(),
             "alarm_topic_arn": self.alarm_topic_arn,
             "require_validation": self.require_validation,
+            "budget": {"amount": self.budget_amount, "on_budget": self.on_budget},
             "created_at": _iso(self.created_at),
             "updated_at": _iso(self.updated_at),
         }

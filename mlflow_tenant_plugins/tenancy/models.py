@@ -13,6 +13,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     String,
@@ -53,6 +54,15 @@ class TenantRow(Base):
     quota_training_instance_types: Mapped[str] = mapped_column(Text, default="")
     quota_max_job_runtime_seconds: Mapped[int] = mapped_column(Integer, default=86400)
     quota_training_instance_hours: Mapped[int] = mapped_column(Integer, default=100)
+    # "hard": writes past quota_storage_bytes are refused. "overage": writes past the
+    # allowance succeed and the excess is billable; quota_storage_bytes is the ceiling.
+    storage_mode: Mapped[str] = mapped_column(String(16), default="hard")
+    quota_storage_allowance_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Monthly budget (in the price table's currency); None: no budget.
+    budget_amount: Mapped[float | None] = mapped_column(Float(precision=53), nullable=True)
+    # "notify" (a metric and a notification at 80 % and 100 %) or "refuse-new" (also refuse
+    # new deployments and jobs past 100 %).
+    on_budget: Mapped[str] = mapped_column(String(16), default="notify")
     alarm_topic_arn: Mapped[str | None] = mapped_column(String(2048), nullable=True)
     require_validation: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

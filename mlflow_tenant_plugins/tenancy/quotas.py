@@ -19,6 +19,7 @@ DEFAULT_INSTANCE_TYPES = ("ml.t2.medium", "ml.m5.large", "ml.m5.xlarge", "ml.c5.
 DEFAULT_TRAINING_INSTANCE_TYPES = ("ml.m5.large", "ml.m5.xlarge", "ml.c5.xlarge")
 # Fields that are lists of instance types; every other quota is a whole number.
 TYPE_LISTS = ("instance_types", "training_instance_types")
+STORAGE_MODES = ("hard", "overage")
 
 
 def parse_size(value: str | int) -> int:
@@ -74,11 +75,27 @@ class Quotas:
     training_instance_types: tuple[str, ...] = field(default=DEFAULT_TRAINING_INSTANCE_TYPES)
     max_job_runtime_seconds: int = 24 * 3600  # per job (SageMaker's MaxRuntimeInSeconds)
     training_instance_hours: int = 100  # per calendar month (UTC), instances x hours
+    # "hard": storage_bytes refuses. "overage": up to storage_allowance_bytes is included,
+    # beyond it writes succeed and the excess is billable, up to storage_bytes (the ceiling).
+    storage_mode: str = "hard"
+    storage_allowance_bytes: int = 0
 
     def __post_init__(self) -> None:
+        if self.storage_mode not in STORAGE_MODES:
+            raise MlflowException.invalid_parameter_value(
+                f"storage mode must be one of {', '.join(STORAGE_MODES)}, "
+                f"got {self.storage_mode!r}")
+        if self.storage_mode == "overage" and not (
+                isinstance(self.storage_allowance_bytes, int)
+                and 0 <= self.storage_allowance_bytes <= self.storage_bytes):
+            raise MlflowException.invalid_parameter_value(
+                "in overage mode the storage allowance must be between 0 and the storage "
+                f"ceiling ({self.storage_bytes} bytes), got {self.storage_allowance_bytes!r}")
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name not in TYPE_LISTS and (not isinstance(value, int) or value < 0):
+            if f.name in TYPE_LISTS or f.name == "storage_mode":
+                continue
+            if not isinstance(value, int) or value < 0:
                 raise MlflowException.invalid_parameter_value(
                     f"quota {f.name} must be a whole number ≥ 0, got {value!r}"
                 )
@@ -87,6 +104,12 @@ class Quotas:
                 raise MlflowException.invalid_parameter_value(
                     f"invalid instance type {t!r}: expected e.g. ml.m5.large"
                 )
+
+    @property
+    def storage_included(self) -> int:
+        """Bytes stored at no extra charge: the allowance in overage mode, else the quota."""
+        return self.storage_allowance_bytes if self.storage_mode == "overage" \
+            else self.storage_bytes
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mlflow_tenant_plugins.tenancy import keys as keylib
 from mlflow_tenant_plugins.tenancy import principals
 from mlflow_tenant_plugins.tenancy.db import get_engine
-from mlflow_tenant_plugins.tenancy.entities import ApiKey, Identity, Member, Tenant
+from mlflow_tenant_plugins.tenancy.entities import ApiKey, Budget, Identity, Member, Tenant
 from mlflow_tenant_plugins.tenancy.models import (
     DELETING,
     ApiKeyRow,
@@ -110,7 +110,11 @@ def _tenant(row: TenantRow) -> Tenant:
             training_instance_types=training_types,
             max_job_runtime_seconds=row.quota_max_job_runtime_seconds,
             training_instance_hours=row.quota_training_instance_hours,
+            storage_mode=row.storage_mode or "hard",
+            storage_allowance_bytes=row.quota_storage_allowance_bytes or 0,
         ),
+        budget_amount=row.budget_amount,
+        on_budget=row.on_budget or "notify",
         alarm_topic_arn=row.alarm_topic_arn,
         require_validation=bool(row.require_validation),
         created_at=_aware(row.created_at),
@@ -130,6 +134,8 @@ def _quota_columns(quotas: Quotas) -> dict:
         "quota_training_instance_types": ",".join(quotas.training_instance_types),
         "quota_max_job_runtime_seconds": quotas.max_job_runtime_seconds,
         "quota_training_instance_hours": quotas.training_instance_hours,
+        "storage_mode": quotas.storage_mode,
+        "quota_storage_allowance_bytes": quotas.storage_allowance_bytes,
     }
 
 
@@ -156,6 +162,7 @@ class TenantRegistry:
         quotas: Quotas | None = None,
         alarm_topic_arn: str | None = None,
         require_validation: bool = False,
+        budget: Budget | None = None,
     ) -> Tenant:
         validate_tenant_name(name)
         _check_text("display name", display_name, _MAX_DISPLAY_NAME)
@@ -175,6 +182,8 @@ class TenantRegistry:
             status="active",
             alarm_topic_arn=alarm_topic_arn,
             require_validation=require_validation,
+            budget_amount=budget.amount if budget else None,
+            on_budget=budget.on_budget if budget else "notify",
             **_quota_columns(quotas),
         )
         with self._session() as s:
@@ -215,10 +224,13 @@ class TenantRegistry:
         quotas: Quotas | None = None,
         alarm_topic_arn: str | None = None,
         require_validation: bool | None = None,
+        budget: Budget | None = None,
     ) -> Tenant:
         _check_text("display name", display_name, _MAX_DISPLAY_NAME)
         validate_alarm_topic_arn(alarm_topic_arn)
         values: dict = {}
+        if budget is not None:
+            values.update(budget_amount=budget.amount, on_budget=budget.on_budget)
         if display_name is not None:
             values["display_name"] = display_name
         if quotas is not None:
