@@ -103,6 +103,14 @@ class FakeEngine:
             self.calls.append(("logs", tenant, name))
         return LogPage([f"log of {name}"], None)
 
+    def running(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return [(j.launch.tenant, n) for n, j in self.jobs.items()]
+
+    def remove(self, tenant: str, name: str) -> None:
+        with self._lock:
+            self.calls.append(("remove", tenant, name))
+
     # -- test helpers
     def set(self, name: str, status: str, **fields: Any) -> None:
         with self._lock:
@@ -192,11 +200,15 @@ class World:
     clock: Clock
 
     def tenant(self, **quotas: Any) -> str:
+        """A tenant whose members alice and bob are editors (a job lives no longer than its
+        submitter's access, which the reconcile checks)."""
         name = f"s{secrets.token_hex(4)}"
         self.registry.create_tenant(name, quotas=Quotas(**quotas))
+        for member in ("oidc:alice", "oidc:bob"):
+            self.registry.bind(member, name, "editor")
         return name
 
-    def submit(self, tenant: str, principal: str = "alice", count: int = 1,
+    def submit(self, tenant: str, principal: str = "oidc:alice", count: int = 1,
                runtime: int = RUNTIME, run_id: str | None = None) -> dict:
         return self.service.submit(
             tenant, principal, run_id or self.runs.create(tenant), "main", {"alpha": "0.5"},
@@ -386,7 +398,7 @@ def _left_behind(world: World, tenant: str, age: float, count: int = 2) -> Any:
     world.service._reserve(world.registry.get_tenant(tenant), count, seconds, month)
     run_id = world.runs.create(tenant)
     job = world.service.records.add(
-        tenant=tenant, run_id=run_id, experiment_id="1", principal="alice",
+        tenant=tenant, run_id=run_id, experiment_id="1", principal="oidc:alice",
         executor=world.engine.name, name="", status=spec.QUEUED, instance_type="ml.m5.large",
         instance_count=count, max_runtime_seconds=RUNTIME, month=month,
         reserved_seconds=seconds, spec=spec.RunnerSpec(run_id=run_id).to_json(),
@@ -482,9 +494,9 @@ def test_eight_observers_of_an_ended_job_release_it_once(world_on_every_backend)
 def test_stopping_twice_stops_once_and_releases_once(world):
     tenant = world.tenant(jobs=3, training_instances=4)
     world.submit(tenant)
-    job = world.submit(tenant, principal="bob", count=2)
-    first = world.service.stop(tenant, job["job_id"], "bob", may_stop_any=False)
-    second = world.service.stop(tenant, job["job_id"], "bob", may_stop_any=False)
+    job = world.submit(tenant, principal="oidc:bob", count=2)
+    first = world.service.stop(tenant, job["job_id"], "oidc:bob", may_stop_any=False)
+    second = world.service.stop(tenant, job["job_id"], "oidc:bob", may_stop_any=False)
     assert first["status"] == second["status"] == spec.KILLED
     assert world.engine.asked("stop", tenant) == [external_name(tenant, job["job_id"])]
     assert world.held(tenant) == {"jobs": 1, "training_instances": 1, "month": RUNTIME}
@@ -617,8 +629,8 @@ def routes(world):
 
     @app.before_request
     def identify():
-        tenant, principal, role = request.headers["Authorization"].removeprefix(
-            "Bearer ").split(":")
+        tenant, rest = request.headers["Authorization"].removeprefix("Bearer ").split(":", 1)
+        principal, role = rest.rsplit(":", 1)
         set_identity(Identity(principal, tenant, Role(role), False, "test"))
 
     attach(app, Platform(world.service.settings, world.registry,
@@ -635,10 +647,11 @@ def routes(world):
 
 def test_stopping_another_editors_job_is_403_and_a_deployer_may(world, routes):
     tenant = world.tenant()
-    job = world.submit(tenant, principal="alice")
+    job = world.submit(tenant, principal="oidc:alice")
     name = external_name(tenant, job["job_id"])
 
-    refused = routes("POST", "/stop", f"{tenant}:bob:editor", json={"job_id": job["job_id"]})
+    refused = routes("POST", "/stop", f"{tenant}:oidc:bob:editor",
+                     json={"job_id": job["job_id"]})
     assert refused.status_code == 403, refused.json
     assert refused.json["error_code"] == "PERMISSION_DENIED"
     assert "deployer" in refused.json["message"]
@@ -654,14 +667,15 @@ def test_stopping_another_editors_job_is_403_and_a_deployer_may(world, routes):
 
 def test_an_editor_may_stop_their_own_job(world, routes):
     tenant = world.tenant()
-    job = world.submit(tenant, principal="alice")
-    stopped = routes("POST", "/stop", f"{tenant}:alice:editor", json={"job_id": job["job_id"]})
+    job = world.submit(tenant, principal="oidc:alice")
+    stopped = routes("POST", "/stop", f"{tenant}:oidc:alice:editor",
+                     json={"job_id": job["job_id"]})
     assert stopped.status_code == 200 and stopped.json["job"]["status"] == spec.KILLED
 
 
 def test_a_full_quota_answers_409_resource_exhausted_over_http(world, routes):
     tenant = world.tenant(jobs=0)
-    refused = routes("POST", "/submit", f"{tenant}:alice:editor",
+    refused = routes("POST", "/submit", f"{tenant}:oidc:alice:editor",
                      json={"run_id": world.runs.create(tenant)})
     assert refused.status_code == 409
     assert refused.json["error_code"] == "RESOURCE_EXHAUSTED"

@@ -18,11 +18,22 @@ from typing import Protocol
 
 from mlflow_tenant_plugins.jobs.spec import RunnerSpec
 
+MAX_NAME = 63  # SageMaker's limit for training job names
+
 
 def external_name(tenant: str, job_id: str) -> str:
-    """The engine-side name of a job: ``mlt-<tenant>-<job id>``, at most 63 characters
-    (SageMaker's limit for training job names), unique because job ids are."""
-    return f"mlt-{tenant}-{job_id}"[:63]
+    """The engine-side name of a job: ``mlt-<tenant>-<job id>``, or, where that would pass
+    63 characters (SageMaker's limit), ``mlt-<tenant prefix>-<8 hex of the tenant's
+    SHA-256>-<job id>``. Never truncated: two jobs never share a name (job ids are unique
+    and never reused), and two tenants with a long common prefix differ in the hash."""
+    import hashlib
+
+    name = f"mlt-{tenant}-{job_id}"
+    if len(name) <= MAX_NAME:
+        return name
+    digest = hashlib.sha256(tenant.encode()).hexdigest()[:8]
+    room = MAX_NAME - len(f"mlt--{digest}-{job_id}")
+    return f"mlt-{tenant[:max(room, 1)].rstrip('-')}-{digest}-{job_id}"
 
 
 @dataclass(frozen=True)
@@ -84,3 +95,10 @@ class Engine(Protocol):
 
     def logs(self, tenant: str, name: str, token: str | None, limit: int = 500) -> LogPage:
         """Log lines of the job after ``token``."""
+
+    def running(self) -> list[tuple[str, str]]:
+        """(tenant, name) of every job the engine runs (or keeps files of) for the platform:
+        the reconcile stops and removes those no job record accounts for."""
+
+    def remove(self, tenant: str, name: str) -> None:
+        """Forget an ended job's files, where the engine keeps any."""

@@ -184,6 +184,13 @@ class LocalEngine:
             return LogPage([], token)
         return LogPage(lines, str(offset))
 
+    def running(self) -> list[tuple[str, str]]:
+        """(tenant, name) of every job directory, running or ended."""
+        if not self.root.is_dir():
+            return []
+        return sorted((t.name, j.name) for t in self.root.iterdir() if t.is_dir()
+                      for j in t.iterdir() if j.is_dir() and (j / "pid").exists())
+
     def remove(self, tenant: str, name: str) -> None:
         """Delete an ended job's directory (its archive and working files)."""
         shutil.rmtree(self._dir(tenant, name), ignore_errors=True)

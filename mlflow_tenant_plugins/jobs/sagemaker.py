@@ -282,6 +282,27 @@ class SageMakerEngine:
             while len(self._owners) > _OWNER_CACHE_SIZE:
                 self._owners.popitem(last=False)
 
+    def running(self) -> list[tuple[str, str]]:
+        """(tenant, name) of every training job in progress that the platform started (named
+        ``mlt-…`` and tagged with a tenant)."""
+        found, kwargs = [], {"StatusEquals": "InProgress", "NameContains": "mlt-",
+                             "MaxResults": 100}
+        while True:
+            page = self.sagemaker.list_training_jobs(**kwargs)
+            for job in page.get("TrainingJobSummaries", []):
+                name = job["TrainingJobName"]
+                if not name.startswith("mlt-"):
+                    continue
+                owner = self._owner(name, job.get("TrainingJobArn"))
+                if owner:
+                    found.append((owner, name))
+            if not page.get("NextToken"):
+                return found
+            kwargs["NextToken"] = page["NextToken"]
+
+    def remove(self, tenant: str, name: str) -> None:
+        """SageMaker keeps a job's description and logs itself; nothing to remove here."""
+
     # -- stop ---------------------------------------------------------------------------------
     def stop(self, tenant: str, name: str) -> None:
         desc = self._describe_owned(tenant, name)

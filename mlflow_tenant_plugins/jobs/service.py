@@ -200,6 +200,9 @@ class JobService:
     def submit(self, tenant_name: str, principal: str, run_id: str, entry_point: str,
                parameters: dict[str, str], config: dict[str, Any]) -> dict[str, Any]:
         tenant = self._active_tenant(tenant_name)
+        if principal.startswith("key:") and self.records.by_key(principal.removeprefix("key:")):
+            raise MlflowException("a job's own key cannot submit jobs: submit with your own "
+                                  "credentials", PERMISSION_DENIED)
         if not isinstance(parameters, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in parameters.items()):
             raise _bad("'parameters' must be an object of strings")
@@ -378,13 +381,52 @@ class JobService:
                      f": {reason}" if reason else "")
 
     def reconcile(self) -> int:
-        """Refresh every job not yet ended (all tenants); the number that ended now."""
+        """Refresh every job not yet ended (all tenants), stopping those whose submitter lost
+        access; then stop and forget engine jobs no record accounts for (their tenant was
+        deleted). The number of jobs that ended now."""
         ended = 0
         for job in self.records.list(active_only=True, limit=10_000):
             try:
+                if not job.released and self._submitter_gone(job):
+                    self.engine.stop(job.tenant, job.name)
+                    self._end(job, spec.KILLED, "stopped: the credential that submitted it "
+                              "no longer has access to the tenant", self.clock(),
+                              job.started_at)
                 if self.refresh(job).released:
                     ended += 1
             except Exception:
                 _logger.warning("job %s: reconcile failed", job.job_id, exc_info=True)
+        self._sweep()
         return ended
+
+    def _sweep(self) -> None:
+        try:
+            known = self.records.names()
+            for tenant, name in self.engine.running():
+                if (tenant, name) in known:
+                    continue
+                _logger.warning("job %s of tenant %s has no record (tenant deleted?): "
+                                "stopping it", name, tenant)
+                self.engine.stop(tenant, name)
+                state = self.engine.describe(tenant, name)
+                if state is None or state.status in spec.ENDED:
+                    self.engine.remove(tenant, name)
+        except Exception:
+            _logger.warning("sweeping engine jobs without records failed", exc_info=True)
+
+    def _submitter_gone(self, job: JobRecord) -> bool:
+        """A job lives no longer than its submitter's access: a revoked or expired key, or a
+        principal no longer bound in the tenant, ends it (and the key made for it)."""
+        principal = job.principal
+        if self.registry.is_platform_admin(principal):
+            return False
+        if principal.startswith("key:"):
+            try:
+                key = self.registry.get_key(principal.removeprefix("key:"))
+            except MlflowException:
+                return True
+            if key.revoked_at is not None or (key.expires_at is not None
+                                              and key.expires_at <= self.clock()):
+                return True
+        return job.tenant not in self.registry.bindings_of(principal)
 

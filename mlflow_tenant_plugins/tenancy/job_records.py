@@ -40,6 +40,7 @@ from mlflow_tenant_plugins.tenancy.models import Base, utcnow
 
 class JobRow(Base):
     __tablename__ = "mlt_jobs"
+    __table_args__ = ({"sqlite_autoincrement": True},)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     tenant: Mapped[str] = mapped_column(
@@ -161,6 +162,18 @@ class JobRecords:
             stmt = stmt.where(JobRow.status.in_(statuses))
         with self._engine.connect() as conn:
             return [JobRecord.of(r) for r in conn.execute(stmt)]
+
+    def by_key(self, key_id: str) -> JobRecord | None:
+        """The job a key was made for, if any."""
+        with self._engine.connect() as conn:
+            row = conn.execute(select(JobRow).where(JobRow.key_id == key_id)).first()
+        return JobRecord.of(row) if row is not None else None
+
+    def names(self) -> set[tuple[str, str]]:
+        """(tenant, engine name) of every job with a record."""
+        with self._engine.connect() as conn:
+            return {(r.tenant, r.name) for r in conn.execute(
+                select(JobRow.tenant, JobRow.name).where(JobRow.name != ""))}
 
     def set_state(self, job_id: int, **values) -> None:
         """Progress of a job that has not ended (status, detail, started_at, key_id)."""

@@ -59,6 +59,8 @@ def upgrade() -> None:
         # The run while its job has not ended, NULL after: one job per run at a time (NULLs
         # do not collide in a unique column, on sqlite and PostgreSQL alike).
         sa.Column("active_run", sa.String(64), nullable=True, unique=True),
+        # AUTOINCREMENT on sqlite: a deleted tenant's job ids are never handed out again.
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "mlt_monthly_usage",
