@@ -24,9 +24,10 @@ import pytest
 from mlflow import MlflowClient
 
 from mlflow_tenant_plugins.jobs import spec
+from mlflow_tenant_plugins.jobs.local import group_alive
 from mlflow_tenant_plugins.tenancy import Quotas
-from tests.fixtures.process import free_port
-from tests.fixtures.servers import MlflowServer, start_mlflow_server, stop_mlflow_server
+from tests.fixtures.jobs import local_jobs_server
+from tests.fixtures.servers import MlflowServer
 
 JOBS = "/api/2.0/tenants/jobs"
 MLPROJECT = """\
@@ -57,61 +58,17 @@ def _wait(predicate, timeout: float = 60.0, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _job_groups(root: Path) -> list[int]:
-    return [int(p.read_text()) for p in root.glob("*/*/pid") if p.read_text().strip()]
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[-1].split()
-            except OSError:
-                continue
-            if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
-                return True
-    return False
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
-    workdir = tmp_path_factory.mktemp("attack-jobs")
-    port = free_port()
-    srv = start_mlflow_server(workdir, port=port, extra_env={
-        "MLFLOW_TENANT_JOBS_EXECUTOR": "local",
-        "MLFLOW_TENANT_JOBS_LOCAL_DIR": str(workdir / "jobs"),
-        "MLFLOW_TENANT_JOBS_RECONCILE_INTERVAL_SECONDS": "1",
-        "MLFLOW_TENANT_JOBS_TRACKING_URI": f"http://127.0.0.1:{port}",
-    })
-    srv.jobs_root = workdir / "jobs"
     saved_token = os.environ.get("MLFLOW_TRACKING_TOKEN")
     try:
-        yield srv
+        with local_jobs_server(tmp_path_factory.mktemp("attack-jobs")) as srv:
+            yield srv
     finally:
-        try:
-            _stop_every_job(srv)
-        finally:
-            stop_mlflow_server(srv)
         if saved_token is None:
             os.environ.pop("MLFLOW_TRACKING_TOKEN", None)
         else:
             os.environ["MLFLOW_TRACKING_TOKEN"] = saved_token
-
-
-def _stop_every_job(srv: MlflowServer) -> None:
-    """End what the tests started, by process group id (read from the jobs' own pid files):
-    a job's group outlives the server, and how the platform stops jobs is not under test."""
-    groups = _job_groups(srv.jobs_root)
-    for pgid in groups:
-        if _group_alive(pgid):
-            os.killpg(pgid, signal.SIGKILL)
-    _wait(lambda: not any(_group_alive(g) for g in groups), 10, "the jobs' processes to end")
 
 
 def _tenant(server: MlflowServer, role: str = "editor", name: str | None = None,
@@ -227,9 +184,9 @@ def test_force_deleting_a_tenant_stops_its_running_jobs(server, tmp_path):
                      30, "the job's pid file")[0])
     server.registry.delete_tenant(name, force=True)
     try:
-        _wait(lambda: not _group_alive(pgid), 15, "the deleted tenant's job to stop")
+        _wait(lambda: not group_alive(pgid), 15, "the deleted tenant's job to stop")
     finally:
-        if _group_alive(pgid):
+        if group_alive(pgid):
             os.killpg(pgid, signal.SIGKILL)
 
 

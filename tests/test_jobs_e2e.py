@@ -23,8 +23,7 @@ from mlflow import MlflowClient
 
 from mlflow_tenant_plugins.jobs import spec
 from mlflow_tenant_plugins.tenancy import Quotas
-from tests.fixtures.process import free_port
-from tests.fixtures.servers import start_mlflow_server, stop_mlflow_server
+from tests.fixtures.jobs import local_jobs_server
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "project"
@@ -34,19 +33,9 @@ RUN_TIMEOUT = 300
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("jobs-server")
-    port = free_port()
-    env = {
-        "MLFLOW_TENANT_JOBS_EXECUTOR": "local",
-        "MLFLOW_TENANT_JOBS_LOCAL_DIR": str(workdir / "jobs"),
-        "MLFLOW_TENANT_JOBS_RECONCILE_INTERVAL_SECONDS": "1",
-    }
-    # Jobs log to the server's own address: its port is chosen before it starts.
-    env["MLFLOW_TENANT_JOBS_TRACKING_URI"] = f"http://127.0.0.1:{port}"
-    srv = start_mlflow_server(workdir, extra_env=env, port=port)
-    _key, srv.admin_key = srv.registry.create_key(None, "admin", admin_label="jobs")
-    yield srv
-    stop_mlflow_server(srv)
+    with local_jobs_server(tmp_path_factory.mktemp("jobs-server")) as srv:
+        _key, srv.admin_key = srv.registry.create_key(None, "admin", admin_label="jobs")
+        yield srv
 
 
 def _tenant(server, role: str = "editor", **quotas) -> tuple[str, str]:
@@ -331,7 +320,7 @@ def test_the_admin_cli_lists_a_tenants_jobs_and_stops_one(server, tmp_path):
     ids = _submit_async(server, key, _project(tmp_path, SLEEPY))
     env = {**server.client_env(), "MLFLOW_TENANT_DATABASE_URI": server.db_uri,
            "MLFLOW_TENANT_JOBS_EXECUTOR": "local",
-           "MLFLOW_TENANT_JOBS_LOCAL_DIR": server.env["MLFLOW_TENANT_JOBS_LOCAL_DIR"]}
+           "MLFLOW_TENANT_JOBS_LOCAL_DIR": str(server.jobs_root)}
 
     def cli(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "mlflow_tenant_plugins.cli", *args],

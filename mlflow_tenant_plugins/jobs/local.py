@@ -49,7 +49,7 @@ def _read(path: Path) -> str | None:
         return None
 
 
-def _alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
     """Whether any process of the job's group still runs: the runner may outlive the wrapper
     while it records a stop. A group of nothing but the unreaped wrapper counts as ended."""
     try:
@@ -122,7 +122,7 @@ class LocalEngine:
         started = _read(home / "started")
         started_at = datetime.fromtimestamp(float(started), UTC) if started else None
         code, stopped = _read(home / "exit"), _read(home / "stopped")
-        alive = _alive(int(pid))
+        alive = group_alive(int(pid))
         if alive and code is None:
             limit = _read(home / "max_runtime")
             if started_at and limit and time.time() - started_at.timestamp() > float(limit):
@@ -161,7 +161,7 @@ class LocalEngine:
     def _kill_later(self, pgid: int) -> None:
         deadline = time.monotonic() + STOP_GRACE_SECONDS
         while time.monotonic() < deadline:
-            if not _alive(pgid):
+            if not group_alive(pgid):
                 return
             time.sleep(0.2)
         self._signal(pgid, signal.SIGKILL)
