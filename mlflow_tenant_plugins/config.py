@@ -35,6 +35,7 @@ READERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("usage_publish_interval_seconds", ("server",)),
     ("usage_", ("server", "CLI")),  # CLI: usage --publish
     ("jobs_", ("server", "CLI")),  # CLI: job list, job stop
+    ("metering_", ("server",)),
     ("", ("server",)),
 )
 
@@ -44,6 +45,8 @@ READERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 KNOWN_TABLES = {
     # Per-tenant alarm thresholds: [deploy_tenant_alarms.<tenant>] (deployments/alarms.py).
     "deploy_tenant_alarms": "per-tenant endpoint alarm thresholds",
+    # The price table: [prices] and its sub-tables (billing/prices.py).
+    "prices": "prices for statements (storage over allowance, instance-hours, requests)",
 }
 
 
@@ -182,6 +185,13 @@ class Settings:
     # SNS topic of the usage alarms of tenants without an alarm topic of their own (empty:
     # those alarms notify nobody, their state still shows in CloudWatch).
     usage_alarm_topic_arn: str = ""
+    # Metering: seconds between samples of every tenant's storage and endpoint instances into
+    # the time-weighted meters (by one worker of one instance at a time, a lease in the
+    # database); 0 turns sampling off.
+    metering_interval_seconds: float = 300.0
+    # Seconds between writes of the API requests each worker counted per tenant (for
+    # statements); 0 turns request counting off.
+    metering_flush_seconds: float = 10.0
     # Jobs: tenants' MLflow projects run by the platform (``mlflow run -b tenant-sagemaker``).
     # Engine: "sagemaker" (a SageMaker training job per run, under the tenant's execution
     # role), "local" (a subprocess on the server's host: one machine, demos and tests; NOT an

@@ -63,6 +63,8 @@ class Platform:
     publisher: Any = field(default=None, compare=False)
     # The periodic job reconcile, when jobs are on (kept so it is not collected).
     job_reconciler: Any = field(default=None, compare=False)
+    # The metering sampler, when metering is on (kept so it is not collected).
+    metering: Any = field(default=None, compare=False)
 
     def deployment_service(self) -> DeploymentService:
         if self.deployments is None:

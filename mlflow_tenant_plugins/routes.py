@@ -113,12 +113,13 @@ def _authenticated() -> bool:
 
 
 def _blueprints() -> list[Blueprint]:
+    from mlflow_tenant_plugins.billing import routes as billing_routes
     from mlflow_tenant_plugins.deployments import routes as deployment_routes
     from mlflow_tenant_plugins.jobs import routes as job_routes
     from mlflow_tenant_plugins.monitoring import page as usage_page
 
     return [admin_api.blueprint, usage_page.blueprint, deployment_routes.blueprint,
-            job_routes.blueprint]
+            job_routes.blueprint, billing_routes.blueprint]
 
 
 def register_routes(app: Flask) -> None:

@@ -35,7 +35,7 @@ _logger = logging.getLogger(__name__)
 
 def create_app():
     """Build the platform once for this worker, in the order of assembly."""
-    from mlflow_tenant_plugins import monitoring, sources
+    from mlflow_tenant_plugins import billing, monitoring, sources
     from mlflow_tenant_plugins.artifacts import startup as artifact_startup
     from mlflow_tenant_plugins.artifacts.repository import repository_for_request
     from mlflow_tenant_plugins.auth import run_locator
@@ -91,6 +91,7 @@ def create_app():
         jobs=jobs,
         publisher=monitoring.start_publisher(registry, settings),
         job_reconciler=job_reconcile.start(registry, settings, jobs),
+        metering=billing.start_sampler(registry, settings, platform_endpoints(settings)),
     )
     attach(flask_app, platform)
 
@@ -102,6 +103,7 @@ def create_app():
     _add_first_hour(flask_app, app)  # innermost: experiment '0', 404s inside the tenant
     from mlflow_tenant_plugins.auth.middleware import TenantMiddleware
 
+    billing.add_request_meter(app, registry, settings)  # inside: the tenant is checked
     app.add_middleware(TenantMiddleware, authenticator=authenticator)
     monitoring.add_middleware(app, platform.metrics, registry)
     app.add_middleware(EdgeMiddleware, single_headers=_single_headers(settings),
@@ -130,6 +132,12 @@ def _deployment_service(settings: Settings, registry: TenantRegistry) -> Any:
                              registry_uri=mlflow_server.registry_store_uri() or tracking,
                              fetch=server_fetch)
     return DeploymentService(registry, settings, resolver=resolver)
+
+
+def platform_endpoints(settings: Settings):
+    """What the metering sampler asks for a tenant's endpoint instances by type: SageMaker,
+    when the platform deploys (its deployment service, built on first use)."""
+    return lambda: None
 
 
 def _job_service(settings: Settings, registry: TenantRegistry) -> Any:

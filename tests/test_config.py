@@ -68,7 +68,8 @@ def test_known_toml_tables_are_kept_for_the_part_that_reads_them(tmp_path):
 @pytest.mark.parametrize(("text", "message"), [
     # Before: kept silently in `extra`, read by nobody; the role a platform meant went unused.
     ('[deployments]\nexecution_role = "arn:aws:iam::1:role/x"\n',
-     r"unknown table \[deployments\] in .*tenants.toml \(known tables: \[deploy_tenant_alarms\]\)"),
+     r"unknown table \[deployments\] in .*tenants.toml "
+     r"\(known tables: \[deploy_tenant_alarms\], \[prices\]\)"),
     ("[deploy_tenant_alarm.acme]\nalarm_cpu_percent = 50\n",
      r"unknown table \[deploy_tenant_alarm\] .*; did you mean \[deploy_tenant_alarms\]\?"),
 ])

@@ -8,7 +8,7 @@ status 2, never a traceback, so a script can tell a refused request (2) from a b
 from __future__ import annotations
 
 # Importing the verb modules attaches their commands to ``cli``.
-from mlflow_tenant_plugins.cli import access, jobs, schema, tenants, usage  # noqa: F401
+from mlflow_tenant_plugins.cli import access, billing, jobs, schema, tenants, usage  # noqa: F401
 from mlflow_tenant_plugins.cli.common import ROLE_CHOICES
 from mlflow_tenant_plugins.cli.root import cli, main
 

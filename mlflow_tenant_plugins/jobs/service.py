@@ -50,6 +50,7 @@ from mlflow_tenant_plugins.tenancy.job_records import (
     RunBusy,
 )
 from mlflow_tenant_plugins.tenancy.job_records import month_of as _month
+from mlflow_tenant_plugins.tenancy.meters import TRAINING_INSTANCES, Meters
 
 _logger = logging.getLogger(__name__)
 MONTHLY_RESOURCE = "training_instance_seconds"
@@ -365,6 +366,14 @@ class JobService:
         if start is not None:
             used = job.instance_count * math.ceil(max(0.0, (ended_at - start).total_seconds()))
         unused = max(0, job.reserved_seconds - used)
+        if start is not None and ended_at > start:
+            try:  # the job's exact interval, for statements (training instance-hours by type)
+                Meters(self.registry.engine).add_interval(
+                    job.tenant, TRAINING_INSTANCES, job.instance_count, start, ended_at,
+                    job.instance_type)
+            except Exception:
+                _logger.warning("job %s: could not meter its instance-hours", job.job_id,
+                                exc_info=True)
         try:
             self.registry.ledger.release(job.tenant, "jobs", 1)
             self.registry.ledger.release(job.tenant, "training_instances", job.instance_count)

@@ -94,6 +94,9 @@ def overlap_seconds(start: datetime, end: datetime, month: str) -> float:
     return max(0.0, (min(_utc(end), hi) - max(_utc(start), lo)).total_seconds())
 
 
+_MAX_ATTEMPTS = 50
+
+
 @dataclass(frozen=True)
 class MeterKey:
     meter: str
@@ -128,6 +131,15 @@ class Meters:
         """The meter is at ``level`` from ``at`` on; what it was before is counted up to
         ``at``. An observation older than the meter's last one changes nothing."""
         at = _utc(at)
+        for _attempt in range(_MAX_ATTEMPTS):
+            if self._observe_once(tenant, meter, level, at, dimension):
+                return
+        raise RuntimeError(f"meter {tenant}/{meter}/{dimension}: too much contention")
+
+    def _observe_once(self, tenant: str, meter: str, level: int, at: datetime,
+                      dimension: str) -> bool:
+        """False when another observer moved the meter between our read and our write (the
+        transaction then adds nothing, and the caller reads again)."""
         key = and_(MeterRow.tenant == tenant, MeterRow.meter == meter,
                    MeterRow.dimension == dimension)
         with self._engine.begin() as conn:
@@ -141,16 +153,20 @@ class Meters:
                         conn.execute(insert(MeterRow).values(
                             tenant=tenant, meter=meter, dimension=dimension, level=level,
                             since=at))
-                    return
+                    return True
                 except IntegrityError:
-                    row = conn.execute(stmt).one()
+                    return False
             old_level, since = int(row[0]), _utc(row[1])
             if at <= since:
-                return
+                return True
+            # Move the meter first: of two observers that read the same ``since``, exactly
+            # one moves it (the other's WHERE no longer matches) and only that one counts.
+            if not conn.execute(update(MeterRow).where(key, MeterRow.since == row[1])
+                                .values(level=level, since=at)).rowcount:
+                return False
             for month, seconds in split_by_month(since, at):
                 self._add(conn, tenant, meter, dimension, month, old_level * seconds)
-            conn.execute(update(MeterRow).where(key, MeterRow.since == row[1])
-                         .values(level=level, since=at))
+            return True
 
     def add_interval(self, tenant: str, meter: str, level: int, start: datetime,
                      end: datetime, dimension: str = "") -> None:

@@ -26,6 +26,7 @@ from mlflow_tenant_plugins.tenancy import keys as keylib
 from mlflow_tenant_plugins.tenancy import principals
 from mlflow_tenant_plugins.tenancy.db import get_engine
 from mlflow_tenant_plugins.tenancy.entities import ApiKey, Budget, Identity, Member, Tenant
+from mlflow_tenant_plugins.tenancy.meters import Meters
 from mlflow_tenant_plugins.tenancy.models import (
     DELETING,
     ApiKeyRow,
@@ -299,6 +300,8 @@ class TenantRegistry:
                 conn.execute(delete(table).where(table.tenant == name))
             conn.execute(delete(PrincipalRow).where(PrincipalRow.name.in_(principals)))
             conn.execute(delete(TenantRow).where(TenantRow.name == name))
+        # Its meters stop here; its months so far stay billable (meters have no foreign key).
+        Meters(self.engine).close(name, utcnow())
         for principal in principals:
             self.mirror.delete_user(principal)
 
