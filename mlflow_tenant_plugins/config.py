@@ -36,6 +36,7 @@ READERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("usage_", ("server", "CLI")),  # CLI: usage --publish
     ("jobs_", ("server", "CLI")),  # CLI: job list, job stop
     ("metering_", ("server",)),
+    ("ledger_reconcile_interval_seconds", ("server",)),
     ("", ("server",)),
 )
 
@@ -192,6 +193,11 @@ class Settings:
     # Seconds between writes of the API requests each worker counted per tenant (for
     # statements); 0 turns request counting off.
     metering_flush_seconds: float = 10.0
+    # Seconds between the server's own reconciles of the usage ledger against S3 (tenant-s3
+    # storage) and SageMaker (endpoints, instances), by one worker of one instance at a time
+    # (a lease in the database); corrections are logged and counted on /metrics. 0: off
+    # (``mlflow-tenants usage --reconcile`` still reconciles by hand).
+    ledger_reconcile_interval_seconds: float = 3600.0
     # Jobs: tenants' MLflow projects run by the platform (``mlflow run -b tenant-sagemaker``).
     # Engine: "sagemaker" (a SageMaker training job per run, under the tenant's execution
     # role), "local" (a subprocess on the server's host: one machine, demos and tests; NOT an

@@ -65,6 +65,8 @@ class Platform:
     job_reconciler: Any = field(default=None, compare=False)
     # The metering sampler, when metering is on (kept so it is not collected).
     metering: Any = field(default=None, compare=False)
+    # The periodic ledger reconcile (healing.py), when on (kept so it is not collected).
+    healing: Any = field(default=None, compare=False)
 
     def deployment_service(self) -> DeploymentService:
         if self.deployments is None:

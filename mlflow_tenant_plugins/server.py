@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from mlflow.exceptions import MlflowException
@@ -35,7 +36,7 @@ _logger = logging.getLogger(__name__)
 
 def create_app():
     """Build the platform once for this worker, in the order of assembly."""
-    from mlflow_tenant_plugins import billing, monitoring, sources
+    from mlflow_tenant_plugins import billing, healing, monitoring, sources
     from mlflow_tenant_plugins.artifacts import startup as artifact_startup
     from mlflow_tenant_plugins.artifacts.repository import repository_for_request
     from mlflow_tenant_plugins.auth import run_locator
@@ -81,17 +82,23 @@ def create_app():
 
     # 6. The platform, for every Flask handler (app.extensions) and middleware.
     jobs = Once(lambda: _job_service(settings, registry))
+    deployments = Once(lambda: _deployment_service(settings, registry))
+    metrics = monitoring.build_metrics()
     platform = Platform(
         settings=settings,
         registry=registry,
         authenticator=authenticator,
         route_classes=tuple(route_classes),
-        metrics=monitoring.build_metrics(),
-        deployments=Once(lambda: _deployment_service(settings, registry)),
+        metrics=metrics,
+        deployments=deployments,
         jobs=jobs,
         publisher=monitoring.start_publisher(registry, settings),
         job_reconciler=job_reconcile.start(registry, settings, jobs),
-        metering=billing.start_sampler(registry, settings, platform_endpoints(settings)),
+        metering=billing.start_sampler(registry, settings,
+                                       platform_endpoints(settings, deployments)),
+        # The ledger heals itself: S3 and SageMaker recounted periodically, under a lease.
+        healing=healing.start(registry, settings, mlflow_server.artifacts_destination(),
+                              deployments, metrics),
     )
     attach(flask_app, platform)
 
@@ -134,10 +141,18 @@ def _deployment_service(settings: Settings, registry: TenantRegistry) -> Any:
     return DeploymentService(registry, settings, resolver=resolver)
 
 
-def platform_endpoints(settings: Settings):
-    """What the metering sampler asks for a tenant's endpoint instances by type: SageMaker,
-    when the platform deploys (its deployment service, built on first use)."""
-    return lambda: None
+def platform_endpoints(settings: Settings, deployments: Callable[[], Any]
+                       ) -> Callable[[], Callable[[str], dict[str, int]] | None]:
+    """What the metering sampler asks, each run, for the counter of a tenant's endpoint
+    instances by type (``{instance type: instances running now}``, from SageMaker through
+    the deployment service ``deployments()``, built on first use), or None when the platform
+    deploys nothing: without ``deploy_execution_role_arn`` (or without an AWS region or
+    endpoint) every deploy is refused, so no endpoint can exist, and the sampler makes no
+    AWS call."""
+    if not settings.deploy_execution_role_arn or not (settings.aws_region
+                                                      or settings.aws_endpoint_url):
+        return lambda: None
+    return lambda: deployments().instances
 
 
 def _job_service(settings: Settings, registry: TenantRegistry) -> Any:
