@@ -2,7 +2,9 @@
 
 moto's server plays AWS; `mlflow server --app-name tenant-auth` runs on sqlite with tenant-s3
 artifacts in it; tenants acme and globex get keys from the admin CLI; acme trains the example
-model with the stock client and nothing but environment variables, deploys it with
+model with the stock client and nothing but environment variables, runs the MLflow project
+examples/project as a platform job (`mlflow run -b tenant-sagemaker`; here the server's `local`
+engine: a subprocess on this machine, not an isolation boundary), deploys the wine model with
 `mlflow deployments create -t tenant-sagemaker`, sees its alarms and scaling policy, serves it
 with `run-local` and gets real predictions; globex sees none of it. Every process this starts
 is stopped by its PID at the end (or on Ctrl-C with --keep). Exit status 1 on any failure.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -29,6 +32,8 @@ BIN = Path(sys.executable).parent
 BUCKET = "mlflow-demo-artifacts"
 MODEL = "wine-quality"
 ENDPOINT = "wine"
+PROJECT = HERE / "project"
+JOBS = "/api/2.0/tenants/jobs"
 
 
 class DemoError(RuntimeError):
@@ -107,11 +112,15 @@ class Demo:
         self.procs.clear()
 
     def run(self, args: list[str], env: dict[str, str], what: str, timeout: float = 300) -> str:
+        return self.run_full(args, env, what, timeout).stdout
+
+    def run_full(self, args: list[str], env: dict[str, str], what: str,
+                 timeout: float = 300) -> subprocess.CompletedProcess:
         done = subprocess.run(args, env=env, cwd=self.workdir, capture_output=True, text=True,
                               timeout=timeout)
         if done.returncode != 0:
             raise DemoError(f"{what} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-        return done.stdout
+        return done
 
     # -- the platform ----------------------------------------------------------------------
     def aws_env(self) -> dict[str, str]:
@@ -152,6 +161,10 @@ class Demo:
         env = {**self.admin_env(), "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
                "MLFLOW_AUTH_ADMIN_PASSWORD": secrets.token_urlsafe(16),
                "MLFLOW_TENANT_DEPLOY_POLL_SECONDS": "1",
+               # jobs run as subprocesses here, logging back to this server
+               "MLFLOW_TENANT_JOBS_EXECUTOR": "local",
+               "MLFLOW_TENANT_JOBS_TRACKING_URI": self.url,
+               "MLFLOW_TENANT_JOBS_LOCAL_DIR": str(self.workdir / "jobs"),
                # one SageMaker execution role per tenant (the emulator's account)
                "MLFLOW_TENANT_DEPLOY_EXECUTION_ROLE_ARN":
                    "arn:aws:iam::123456789012:role/mlflow-sagemaker-{tenant}"}
@@ -182,6 +195,35 @@ class Demo:
                        self.tenant_env(key), "training")
         print("    " + next(line for line in out.splitlines() if "registered as" in line),
               flush=True)
+
+    def run_project(self, key: str) -> None:
+        step("acme: mlflow run examples/project -b tenant-sagemaker --env-manager local "
+             "(the project runs as a job on the platform)")
+        done = self.run_full([str(BIN / "mlflow"), "run", str(PROJECT), "-b", "tenant-sagemaker",
+                              "--env-manager", "local"], self.tenant_env(key), "mlflow run",
+                             timeout=600)
+        found = re.search(r"job (\S+) submitted for run (\w+)", done.stderr)
+        if not found:
+            raise DemoError(f"mlflow run said nothing of a job:\n{done.stderr}")
+        job_id, run_id = found.groups()
+        s = requests.Session()
+        s.headers["Authorization"] = f"Bearer {key}"
+        run = s.get(f"{self.url}/api/2.0/mlflow/runs/get", params={"run_id": run_id},
+                    timeout=60).json()["run"]
+        job = s.get(f"{self.url}{JOBS}/get", params={"job_id": job_id}, timeout=60).json()["job"]
+        status = run["info"]["status"]
+        metrics = {m["key"]: m["value"] for m in run["data"].get("metrics", [])}
+        params = {p["key"]: p["value"] for p in run["data"].get("params", [])}
+        step(f"acme's run {run_id}: {status}")
+        print(table(("PARAM/METRIC", "VALUE"),
+                    [(k, params.get(k)) for k in ("alpha", "rows")]
+                    + [(k, round(metrics[k], 3)) for k in sorted(metrics)]), flush=True)
+        step(f"acme's job {job_id}: {job['status']}")
+        fields = ("status", "executor", "instance_type", "instance_count", "submitted_by",
+                  "elapsed_seconds")
+        print(table(("FIELD", "VALUE"), [(f, job.get(f)) for f in fields]), flush=True)
+        if status != "FINISHED" or job["status"] != "FINISHED" or not metrics:
+            raise DemoError(f"the project's job did not finish: {job.get('failure_reason')}")
 
     def deploy(self, key: str) -> None:
         step(f"acme: mlflow deployments create -t tenant-sagemaker --name {ENDPOINT} "
@@ -285,6 +327,7 @@ def main() -> int:
         demo.start_server()
         keys = demo.make_tenants()
         demo.train(keys["acme"])
+        demo.run_project(keys["acme"])
         demo.deploy(keys["acme"])
         demo.show_alarms_and_scaling()
         demo.serve_locally(keys["acme"])

@@ -1,8 +1,10 @@
 """`make demo` end to end: the demo script runs the whole platform on this machine and exits 0,
-having trained, deployed, predicted and shown the other tenant seeing nothing."""
+having trained, run the example project as a job, deployed, predicted and shown the other
+tenant seeing nothing."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +22,9 @@ def test_demo_runs_end_to_end(tmp_path):
     assert "predictions for 5 wines: [" in out
     assert "CloudWatch alarms made for the endpoint: 5" in out
     assert "globex sees 0 experiments, 0 models" in out
+    # The example project ran as acme's job on the platform and its run finished there.
+    assert re.search(r"acme's run \w+: FINISHED", out) and re.search(
+        r"acme's job \S+: FINISHED", out), out
     assert "stopped mlflow-server" in out and "stopped moto" in out
     # Alarms and the scaling policy as tables, not a dict cut at 300 characters; the way to
     # keep the platform up to explore is said at the end.
