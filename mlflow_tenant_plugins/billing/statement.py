@@ -42,7 +42,7 @@ class LineItem:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["quantity"] = round(self.quantity, 6)
+        d["quantity"] = round(self.quantity, 10)
         d["amount"] = str(self.amount)
         return d
 
@@ -109,8 +109,8 @@ def statement_for(tenant: str, month: str, used: dict[m.MeterKey, float],
     percent = float(prices.discounts.get(tenant, 0.0))
     discount = _money(subtotal * Decimal(str(percent)) / 100)
     usage = {
-        "storage_gib_month": round(gib_months.get(m.MeterKey(m.STORAGE), 0.0), 6),
-        "storage_billable_gib_month": round(billable, 6),
+        "storage_gib_month": round(gib_months.get(m.MeterKey(m.STORAGE), 0.0), 10),
+        "storage_billable_gib_month": round(billable, 10),
         "storage_allowance_bytes": allowance_bytes if storage_mode == "overage" else None,
         "endpoint_instance_hours": {k: round(h, 6) for (mt, k), h in hours.items()
                                     if mt == m.ENDPOINT_INSTANCES},

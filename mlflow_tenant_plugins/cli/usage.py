@@ -10,20 +10,49 @@ from mlflow_tenant_plugins.tenancy.text import printable
 
 
 # -- usage: read the ledger; reconciliation and publishing extend this verb -----------------
+def storage_terms(quotas, used: int) -> dict:
+    """How the tenant's storage is charged: its mode, the allowance included in overage mode
+    and the bytes over it, which are billable (hard mode refuses instead, so nothing is)."""
+    overage = quotas.storage_mode == "overage"
+    allowance = quotas.storage_allowance_bytes
+    return {"mode": quotas.storage_mode, "allowance": allowance if overage else None,
+            "billable_excess": quotas.billable_bytes(used)}
+
+
 def usage_report(registry, tenant: str | None) -> list[dict]:
-    """Use against quota for one tenant or all of them, as plain data."""
+    """Use against quota for one tenant or all of them, as plain data; storage also carries
+    its charging terms (:func:`storage_terms`)."""
     tenants = [registry.get_tenant(tenant)] if tenant else registry.list_tenants()
-    return [{"tenant": t.name, "status": t.status,
-             "usage": {u.resource: {**u.to_dict(), "utilization": round(u.utilization, 4)}
-                       for u in registry.ledger.for_tenant(t.name)}}
-            for t in tenants]
+    report = []
+    for t in tenants:
+        usage = {u.resource: {**u.to_dict(), "utilization": round(u.utilization, 4)}
+                 for u in registry.ledger.for_tenant(t.name)}
+        if "storage_bytes" in usage:
+            usage["storage_bytes"].update(storage_terms(t.quotas,
+                                                        usage["storage_bytes"]["used"]))
+        report.append({"tenant": t.name, "status": t.status, "usage": usage})
+    return report
+
+
+def overage_lines(report: list[dict]) -> list[str]:
+    """One line per tenant in overage mode (hard-mode tenants: the table says it all)."""
+    lines = []
+    for r in report:
+        s = r["usage"].get("storage_bytes") or {}
+        if s.get("mode") == "overage":
+            lines.append(f"{r['tenant']} storage: overage mode, allowance "
+                         f"{size(s['allowance'])}, used {size(s['used'])}, billable excess "
+                         f"{size(s['billable_excess'])}, ceiling {size(s['limit'])}")
+    return lines
 
 
 def usage_lines(report: list[dict]) -> list[str]:
     rows = [(r["tenant"], resource, fmt_amount(resource, u["used"]),
              fmt_amount(resource, u["limit"]), f"{u['utilization']:.0%}")
             for r in report for resource, u in r["usage"].items()]
-    return table(("TENANT", "RESOURCE", "USED", "LIMIT", "USE"), rows) if rows else ["no tenants"]
+    if not rows:
+        return ["no tenants"]
+    return table(("TENANT", "RESOURCE", "USED", "LIMIT", "USE"), rows) + overage_lines(report)
 
 
 def reconcile_storage(app: App, tenant: str | None, destination: str, dry_run: bool):

@@ -5,6 +5,10 @@ storage, endpoints and instances as bars against its quotas, coloured by how clo
 to the alarm threshold, and the CloudWatch alarm states of its endpoints. Endpoints are
 looked up only for tenants whose ledger shows some, so a platform without deployments makes
 no AWS call here; an AWS failure shows in the tenant's row instead of failing the page.
+
+A tenant in storage overage mode also shows its allowance (a mark on the bar) and the billable
+excess over it; the bar stays against the ceiling, where writes are refused. Hard-mode rows
+are as before.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from mlflow_tenant_plugins.auth.identity import require_platform_admin
 from mlflow_tenant_plugins.monitoring.snapshot import TenantUsage, snapshot
 from mlflow_tenant_plugins.platform import current_platform
 from mlflow_tenant_plugins.tenancy.models import utcnow
-from mlflow_tenant_plugins.tenancy.quotas import format_size
+from mlflow_tenant_plugins.tenancy.quotas import Quotas, format_size
 from mlflow_tenant_plugins.tenancy.text import printable
 from mlflow_tenant_plugins.wire import API_PREFIX
 
@@ -44,6 +48,16 @@ class Bar:
     level: str  # ok / warn / over
 
 
+@dataclass(frozen=True)
+class Overage:
+    """Storage in overage mode: included up to ``allowance``, the excess billable."""
+
+    allowance: str
+    billable: str
+    billable_bytes: int
+    allowance_width: int  # where the allowance falls on the bar, 0–100
+
+
 @dataclass
 class Row:
     tenant: str
@@ -51,6 +65,17 @@ class Row:
     bars: list[Bar]
     endpoints: list[dict[str, Any]] = field(default_factory=list)
     note: str = ""
+    overage: Overage | None = None
+
+
+def overage(u: TenantUsage, quotas: Quotas | None) -> Overage | None:
+    if quotas is None or quotas.storage_mode != "overage":
+        return None
+    allowance, used = quotas.storage_allowance_bytes, u.used["storage_bytes"]
+    ceiling = u.limits["storage_bytes"]
+    billable = quotas.billable_bytes(used)
+    width = max(0, min(100, round(100 * allowance / ceiling))) if ceiling else 0
+    return Overage(format_size(allowance), format_size(billable), billable, width)
 
 
 def bar(u: TenantUsage, resource: str, threshold: float) -> Bar:
@@ -93,10 +118,12 @@ def _shown(endpoint: dict[str, Any]) -> dict[str, Any]:
                        for a in endpoint["alarms"]]}
 
 
-def build_rows(usages: list[TenantUsage], threshold: float) -> list[Row]:
+def build_rows(usages: list[TenantUsage], threshold: float,
+               quotas: dict[str, Quotas] | None = None) -> list[Row]:
     rows = []
     for u in usages:
-        row = Row(_text(u.tenant), _text(u.status), [bar(u, r, threshold) for r in _LABELS])
+        row = Row(_text(u.tenant), _text(u.status), [bar(u, r, threshold) for r in _LABELS],
+                  overage=overage(u, (quotas or {}).get(u.tenant)))
         if u.used["endpoints"] == 0:
             row.note = "no endpoints"
         else:
@@ -110,8 +137,11 @@ def build_rows(usages: list[TenantUsage], threshold: float) -> list[Row]:
     return rows
 
 
-def render(usages: list[TenantUsage], threshold: float) -> str:
-    rows = build_rows(usages, threshold)
+def render(usages: list[TenantUsage], threshold: float,
+           quotas: dict[str, Quotas] | None = None) -> str:
+    """The page; ``quotas`` (tenant -> its quotas) adds the storage terms of tenants in
+    overage mode (without it every tenant shows as hard mode does)."""
+    rows = build_rows(usages, threshold, quotas)
     template = (importlib.resources.files(__package__) / "templates" / "usage_page.html")
     return _JINJA.from_string(template.read_text(encoding="utf-8")).render(
         rows=rows,
@@ -130,5 +160,6 @@ def usage_page():
     require_platform_admin()
     platform = current_platform()
     threshold = platform.settings.usage_alarm_threshold_percent
-    html = render(snapshot(platform.registry), threshold)
+    quotas = {t.name: t.quotas for t in platform.registry.list_tenants()}
+    html = render(snapshot(platform.registry), threshold, quotas)
     return html, 200, {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"}

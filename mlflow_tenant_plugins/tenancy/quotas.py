@@ -111,6 +111,11 @@ class Quotas:
         return self.storage_allowance_bytes if self.storage_mode == "overage" \
             else self.storage_bytes
 
+    def billable_bytes(self, used: int) -> int:
+        """Bytes over the allowance, billable in overage mode; 0 in hard mode."""
+        return max(0, used - self.storage_allowance_bytes) \
+            if self.storage_mode == "overage" else 0
+
     def to_dict(self) -> dict:
         d = asdict(self)
         for name in TYPE_LISTS:
