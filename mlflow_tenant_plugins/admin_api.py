@@ -22,6 +22,7 @@ from mlflow_tenant_plugins.auth.identity import (
 )
 from mlflow_tenant_plugins.platform import current_platform
 from mlflow_tenant_plugins.tenancy import Quotas, Role, TenantRegistry, principals
+from mlflow_tenant_plugins.tenancy.entities import Budget, Tenant
 from mlflow_tenant_plugins.tenancy.quotas import TYPE_LISTS, parse_count, parse_size
 from mlflow_tenant_plugins.wire import API_PREFIX
 
@@ -87,6 +88,28 @@ def _quotas(spec: dict | None, base: Quotas | None = None) -> Quotas | None:
     )
 
 
+def _budget(body: dict, current: Tenant | None = None) -> Budget | None:
+    """``"budget": {"amount": 250, "on_budget": "notify" | "refuse-new"}`` of a create or
+    update body: keys left out keep their current values (an update) or defaults (a create);
+    ``"amount": null`` or ``"budget": null`` clears the budget. None: no change."""
+    if "budget" not in body:
+        return None
+    spec = body["budget"]
+    if spec is None:
+        return Budget(None, current.on_budget if current else "notify")
+    if not isinstance(spec, dict):
+        raise MlflowException.invalid_parameter_value(
+            '\'budget\' must be an object, e.g. {"amount": 250, "on_budget": "refuse-new"}')
+    unknown = set(spec) - {"amount", "on_budget"}
+    if unknown:
+        raise MlflowException.invalid_parameter_value(
+            f"unknown budget key(s) {sorted(unknown)}; valid: ['amount', 'on_budget']")
+    amount = spec["amount"] if "amount" in spec else (current.budget_amount if current
+                                                       else None)
+    on_budget = spec.get("on_budget", current.on_budget if current else "notify")
+    return Budget(amount, on_budget)  # checks both: 400 naming the bad one
+
+
 def _usage(tenant: str) -> dict:
     return {"tenant": tenant, "usage": [u.to_dict() for u in _reg().ledger.for_tenant(tenant)]}
 
@@ -110,6 +133,7 @@ def create_tenant():
         quotas=_quotas(body.get("quotas")),
         alarm_topic_arn=body.get("alarm_topic_arn"),
         require_validation=bool(body.get("require_validation", False)),
+        budget=_budget(body),
     )
     return jsonify({"tenant": tenant.to_dict()})
 
@@ -135,6 +159,7 @@ def update_tenant():
         quotas=_quotas(body.get("quotas"), current.quotas) if "quotas" in body else None,
         alarm_topic_arn=body.get("alarm_topic_arn"),
         require_validation=None if rv is None else bool(rv),
+        budget=_budget(body, current),
     )
     return jsonify({"tenant": tenant.to_dict()})
 

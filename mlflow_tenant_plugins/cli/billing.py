@@ -51,7 +51,10 @@ def bill(app: App, month: str | None, tenant: str | None, as_json: bool, as_csv:
         if aws is not None:
             for d in out:
                 d["aws_cost"] = aws.get(d["tenant"])
-        click.echo(json.dumps({"month": month, "statements": out}, indent=2))
+        doc = {"month": month, "statements": out}
+        if aws is not None:  # all of it, untagged and tenants without a statement included
+            doc["aws_costs"] = aws
+        click.echo(json.dumps(doc, indent=2))
         return
     lines = to_lines(found)
     if aws is not None:

@@ -3,6 +3,7 @@ quota options they share."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -33,6 +34,8 @@ def tenant_lines(t) -> list[str]:
         ("instance types", ", ".join(q.instance_types) or "(none)"),
         ("alarm topic", t.alarm_topic_arn or "(none)"),
         ("validation", "required" if t.require_validation else "not required"),
+        ("budget", "(none)" if t.budget_amount is None
+         else f"{t.budget_amount:.2f} a month, on reaching it: {t.on_budget}"),
         ("created", f"{when(t.created_at)}; updated {when(t.updated_at)}"),
     )]
 
@@ -65,10 +68,42 @@ def quota_options(f: Callable) -> Callable:
                      help="SNS topic for endpoint alarms ('' to clear on update)."),
         click.option("--require-validation/--no-require-validation", default=None,
                      help="Whether a model must pass validation before it is deployed."),
+        click.option("--budget", metavar="AMOUNT",
+                     help="Monthly budget in the price table's currency: alerts at 80 % and "
+                     "100 % ('' or 'none' clears it on update)."),
+        click.option("--on-budget", type=click.Choice(["notify", "refuse-new"]),
+                     help="At 100 % of the budget: notify only, or also refuse new "
+                     "deployments and jobs (running ones continue)."),
     ]
     for option in reversed(options):
         f = option(f)
     return f
+
+
+def _amount(text: str) -> float | None:
+    """``--budget``: an amount >= 0, or '' / 'none' for no budget."""
+    if text.strip().lower() in ("", "none"):
+        return None
+    try:
+        amount = float(text)
+    except ValueError:
+        amount = -1.0
+    if not math.isfinite(amount) or amount < 0:
+        raise click.BadParameter(f"expected an amount >= 0 (e.g. 250 or 99.50), or '' or "
+                                 f"'none' to clear, got {text!r}", param_hint="'--budget'")
+    return amount
+
+
+def with_budget(tenant, budget: str | None, on_budget: str | None):
+    """The tenant's budget with ``--budget`` / ``--on-budget`` applied (``tenant`` None: a
+    new tenant), or None when neither was given."""
+    from mlflow_tenant_plugins.tenancy.entities import Budget
+
+    if budget is None and on_budget is None:
+        return None
+    amount = _amount(budget) if budget is not None else (
+        tenant.budget_amount if tenant else None)
+    return Budget(amount, on_budget or (tenant.on_budget if tenant else "notify"))
 
 
 def _types(value: str | None) -> tuple[str, ...] | None:
@@ -103,13 +138,14 @@ def tenant() -> None:
 @click.argument("name")
 @quota_options
 def tenant_create(app: App, name: str, display_name, alarm_topic_arn, require_validation,
-                  as_json: bool, **quota) -> None:
+                  budget, on_budget, as_json: bool, **quota) -> None:
     """Create tenant NAME, its MLflow workspace and its workspace roles."""
     from mlflow_tenant_plugins.tenancy import Quotas
 
     t = app.registry.create_tenant(
         name, display_name=display_name, quotas=with_quotas(Quotas(), **quota) or Quotas(),
         alarm_topic_arn=alarm_topic_arn or None, require_validation=bool(require_validation),
+        budget=with_budget(None, budget, on_budget),
     )
     emit(as_json, t.to_dict(), [f"created tenant {t.name}", *tenant_lines(t)])
 
@@ -138,16 +174,18 @@ def tenant_show(app: App, name: str, as_json: bool) -> None:
 @click.argument("name")
 @quota_options
 def tenant_update(app: App, name: str, display_name, alarm_topic_arn, require_validation,
-                  as_json: bool, **quota) -> None:
+                  budget, on_budget, as_json: bool, **quota) -> None:
     """Change the display name, quotas or settings of tenant NAME."""
-    if all(v is None for v in (display_name, alarm_topic_arn, require_validation,
-                               *quota.values())):
+    if all(v is None for v in (display_name, alarm_topic_arn, require_validation, budget,
+                               on_budget, *quota.values())):
         raise click.UsageError("nothing to update: give at least one option")
     registry = app.registry
-    quotas = with_quotas(registry.get_tenant(name).quotas, **quota)
+    current = registry.get_tenant(name)
+    quotas = with_quotas(current.quotas, **quota)
     t = registry.update_tenant(name, display_name=display_name, quotas=quotas,
                                alarm_topic_arn=alarm_topic_arn,
-                               require_validation=require_validation)
+                               require_validation=require_validation,
+                               budget=with_budget(current, budget, on_budget))
     emit(as_json, t.to_dict(), [f"updated tenant {t.name}", *tenant_lines(t)])
 
 

@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from mlflow.exceptions import MlflowException
@@ -24,6 +25,8 @@ from mlflow.protos.databricks_pb2 import (
     RESOURCE_EXHAUSTED,
 )
 
+from mlflow_tenant_plugins.billing.budgets import refuse_if_over_budget
+from mlflow_tenant_plugins.billing.sampler import EndpointInstances, observe_endpoints
 from mlflow_tenant_plugins.config import Settings
 from mlflow_tenant_plugins.deployments import alarms, scaling
 from mlflow_tenant_plugins.deployments import names as n
@@ -55,6 +58,7 @@ from mlflow_tenant_plugins.tenancy import TenantRegistry
 from mlflow_tenant_plugins.tenancy.deployment_records import DeploymentRecords
 from mlflow_tenant_plugins.tenancy.entities import Tenant
 from mlflow_tenant_plugins.tenancy.errors import QuotaExceeded
+from mlflow_tenant_plugins.tenancy.meters import Meters
 
 _logger = logging.getLogger(__name__)
 DEFAULT_INSTANCE_TYPE = "ml.m5.large"
@@ -82,6 +86,8 @@ class DeploymentService:
                               resolver=self.resolver, settings=settings,
                               image_uri=self.image_uri)
         self.checks = tuple(checks)
+        # The tenant's endpoint instances by type, for metering (also the sampler's).
+        self.instances = EndpointInstances(self)
         self._jobs: dict[tuple[str, str], threading.Thread] = {}
         self._image: str | None = None
 
@@ -117,9 +123,23 @@ class DeploymentService:
             raise MlflowException(f"tenant '{name}' is suspended", PERMISSION_DENIED)
         return tenant
 
+    def meter_instances(self, tenant: str) -> None:
+        """Instance-hours follow the events: once a create, update or delete has completed
+        (or rolled back), the tenant's endpoint instances are observed at once. Best effort:
+        a failure is logged, never fails the deploy, and the metering sampler catches up."""
+        try:
+            observe_endpoints(Meters(self.registry.engine), tenant, self.instances(tenant),
+                              datetime.now(UTC))
+        except Exception:
+            _logger.warning("metering: could not observe the endpoint instances of %s",
+                            tenant, exc_info=True)
+
     def _start(self, tenant: str, name: str, fn: Any, plan: Plan, background: bool) -> None:
         if not background:
-            fn(plan)
+            try:
+                fn(plan)
+            finally:
+                self.meter_instances(tenant)
             return
 
         def run() -> None:
@@ -128,6 +148,7 @@ class DeploymentService:
             except BaseException:  # already rolled back and recorded by the operation
                 pass
             finally:
+                self.meter_instances(tenant)
                 self._jobs.pop((tenant, name), None)
 
         thread = threading.Thread(target=run, name=f"deploy-{tenant}-{name}", daemon=True)
@@ -213,6 +234,8 @@ class DeploymentService:
         lo = cfg.get("min_instances", min(count, cfg.get("max_instances", count)))
         hi = cfg.get("max_instances", max(lo, count))
         self._check_instances(tenant, instance_type, count, lo, hi)
+        refuse_if_over_budget(self.registry, self.settings, tenant, datetime.now(UTC),
+                              "a new deployment")
         thresholds = alarms.resolve_thresholds(self.settings, tenant.name, cfg)
         isolated = self._check_platform(tenant.name, cfg.get("network_isolation"))
         model = self.resolver.resolve(model_uri, tenant.name, flavor)
@@ -424,6 +447,7 @@ class DeploymentService:
                    lambda: alarms.delete_alarms(cw, alarms.find_alarms(cw, names)))
         steps.push("deregister scaling", lambda: scaling.deregister(self.aws.autoscaling, names))
         leftovers = steps.run()
+        self.meter_instances(tenant.name)
         if leftovers:
             record = deleting.failed("delete incomplete", leftovers)
             self.storage.put_record(tenant.name, name, record.to_dict())

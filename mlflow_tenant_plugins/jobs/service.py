@@ -38,6 +38,7 @@ from mlflow.protos.databricks_pb2 import (
     RESOURCE_DOES_NOT_EXIST,
 )
 
+from mlflow_tenant_plugins.billing.budgets import refuse_if_over_budget
 from mlflow_tenant_plugins.jobs import packages, spec
 from mlflow_tenant_plugins.jobs.executor import Engine, JobLaunch, LogPage, external_name
 from mlflow_tenant_plugins.jobs.runs import TenantRuns
@@ -180,6 +181,7 @@ class JobService:
         read, not reserved), so a client can ask before it creates a run."""
         tenant = self._active_tenant(tenant_name)
         checked = self._check_config(tenant, config)
+        refuse_if_over_budget(self.registry, self.settings, tenant, self.clock(), "a new job")
         count = checked["instance_count"]
         seconds = count * checked["max_runtime_seconds"]
         for resource, amount in (("jobs", 1), ("training_instances", count)):
@@ -208,6 +210,7 @@ class JobService:
                 isinstance(k, str) and isinstance(v, str) for k, v in parameters.items()):
             raise _bad("'parameters' must be an object of strings")
         checked = self._check_config(tenant, config)
+        refuse_if_over_budget(self.registry, self.settings, tenant, self.clock(), "a new job")
         run = self.runs.get(tenant_name, run_id)
         if RunStatus.is_terminated(RunStatus.from_string(run.info.status)):
             raise _bad(f"run '{run_id}' has ended ({run.info.status}); submit a new run")
