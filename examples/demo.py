@@ -34,6 +34,18 @@ MODEL = "wine-quality"
 ENDPOINT = "wine"
 PROJECT = HERE / "project"
 JOBS = "/api/2.0/tenants/jobs"
+# Made-up prices for the demo's statements (docs/billing.md explains each).
+PRICES = """\
+[prices]
+currency = "USD"
+storage_gb_month = 0.025
+api_million_requests = 1.0
+[prices.endpoint_instance_hour]
+"ml.m5.large" = 0.134
+"ml.t2.medium" = 0.056
+[prices.training_instance_hour]
+"ml.m5.large" = 0.115
+"""
 
 
 class DemoError(RuntimeError):
@@ -129,7 +141,15 @@ class Demo:
 
     def admin_env(self) -> dict[str, str]:
         return {**self.base_env, **self.aws_env(), "MLFLOW_TENANT_DATABASE_URI": self.db,
-                "MLFLOW_TENANT_AWS_ENDPOINT_URL": self.aws_url}
+                "MLFLOW_TENANT_AWS_ENDPOINT_URL": self.aws_url,
+                "MLFLOW_TENANT_CONFIG": str(self.prices())}
+
+    def prices(self) -> Path:
+        """The platform's settings file: a price table for statements (server and CLI)."""
+        path = self.workdir / "platform.toml"
+        if not path.exists():
+            path.write_text(PRICES)
+        return path
 
     def tenant_env(self, key: str) -> dict[str, str]:
         """What a tenant user sets: the tracking URI and a key. Nothing else."""
@@ -161,6 +181,9 @@ class Demo:
         env = {**self.admin_env(), "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
                "MLFLOW_AUTH_ADMIN_PASSWORD": secrets.token_urlsafe(16),
                "MLFLOW_TENANT_DEPLOY_POLL_SECONDS": "1",
+               # meters sampled every few seconds, so the statements have something to show
+               "MLFLOW_TENANT_METERING_INTERVAL_SECONDS": "3",
+               "MLFLOW_TENANT_METERING_FLUSH_SECONDS": "1",
                # jobs run as subprocesses here, logging back to this server
                "MLFLOW_TENANT_JOBS_EXECUTOR": "local",
                "MLFLOW_TENANT_JOBS_TRACKING_URI": self.url,
@@ -311,6 +334,13 @@ class Demo:
         step("mlflow-tenants usage")
         print("    " + self.cli("usage").strip().replace("\n", "\n    "), flush=True)
 
+    def statements(self) -> None:
+        month = time.strftime("%Y-%m", time.gmtime())
+        step(f"mlflow-tenants bill --month {month}: each tenant's statement so far (prices in "
+             f"{self.prices().name})")
+        print("    " + self.cli("bill", "--month", month).strip().replace("\n", "\n    "),
+              flush=True)
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="the platform, end to end, on this machine")
@@ -333,6 +363,7 @@ def main() -> int:
         demo.serve_locally(keys["acme"])
         demo.show_isolation(keys["globex"])
         demo.usage()
+        demo.statements()
         step(f"open {demo.url}/ and log in with any user name and acme's key as password:")
         print(f"    acme key:   {keys['acme']}\n    globex key: {keys['globex']}\n"
               f"    admin key:  {keys['admin']}\n"

@@ -25,6 +25,9 @@ def test_demo_runs_end_to_end(tmp_path):
     # The example project ran as acme's job on the platform and its run finished there.
     assert re.search(r"acme's run \w+: FINISHED", out) and re.search(
         r"acme's job \S+: FINISHED", out), out
+    # Each tenant's statement for the month so far, from the price table.
+    assert "statement acme " in out and "statement globex " in out
+    assert re.search(r"training instance-hours ml\.m5\.large\s+\d", out), out
     assert "stopped mlflow-server" in out and "stopped moto" in out
     # Alarms and the scaling policy as tables, not a dict cut at 300 characters; the way to
     # keep the platform up to explore is said at the end.
