@@ -4,9 +4,10 @@ moto's server plays AWS; `mlflow server --app-name tenant-auth` runs on sqlite w
 artifacts in it; tenants acme and globex get keys from the admin CLI; acme trains the example
 model with the stock client and nothing but environment variables, runs the MLflow project
 examples/project as a platform job (`mlflow run -b tenant-sagemaker`; here the server's `local`
-engine: a subprocess on this machine, not an isolation boundary), deploys the wine model with
-`mlflow deployments create -t tenant-sagemaker`, sees its alarms and scaling policy, serves it
-with `run-local` and gets real predictions; globex sees none of it. Every process this starts
+engine: a subprocess on this machine, not an isolation boundary), deploys the model that job
+logged with `mlflow deployments create -t tenant-sagemaker`, sees its alarms and scaling policy,
+serves it with `run-local` and gets real predictions; globex sees none of it; each tenant's
+statement for the month so far is printed. Every process this starts
 is stopped by its PID at the end (or on Ctrl-C with --keep). Exit status 1 on any failure.
 """
 
@@ -31,7 +32,7 @@ ROOT = HERE.parent
 BIN = Path(sys.executable).parent
 BUCKET = "mlflow-demo-artifacts"
 MODEL = "wine-quality"
-ENDPOINT = "wine"
+ENDPOINT = "houses"
 PROJECT = HERE / "project"
 JOBS = "/api/2.0/tenants/jobs"
 # Made-up prices for the demo's statements (docs/billing.md explains each).
@@ -219,7 +220,8 @@ class Demo:
         print("    " + next(line for line in out.splitlines() if "registered as" in line),
               flush=True)
 
-    def run_project(self, key: str) -> None:
+    def run_project(self, key: str) -> str:
+        """Run examples/project as a job; the URI of the model its run logged."""
         step("acme: mlflow run examples/project -b tenant-sagemaker --env-manager local "
              "(the project runs as a job on the platform)")
         done = self.run_full([str(BIN / "mlflow"), "run", str(PROJECT), "-b", "tenant-sagemaker",
@@ -247,12 +249,13 @@ class Demo:
         print(table(("FIELD", "VALUE"), [(f, job.get(f)) for f in fields]), flush=True)
         if status != "FINISHED" or job["status"] != "FINISHED" or not metrics:
             raise DemoError(f"the project's job did not finish: {job.get('failure_reason')}")
+        return f"runs:/{run_id}/model"
 
-    def deploy(self, key: str) -> None:
-        step(f"acme: mlflow deployments create -t tenant-sagemaker --name {ENDPOINT} "
-             f"-m models:/{MODEL}/1 -C instance_type=ml.m5.large")
+    def deploy(self, key: str, model_uri: str) -> None:
+        step(f"acme deploys the model its job logged: mlflow deployments create -t "
+             f"tenant-sagemaker --name {ENDPOINT} -m {model_uri} -C instance_type=ml.m5.large")
         out = self.run([str(BIN / "mlflow"), "deployments", "create", "-t", "tenant-sagemaker",
-                        "--name", ENDPOINT, "-m", f"models:/{MODEL}/1",
+                        "--name", ENDPOINT, "-m", model_uri,
                         "-C", "instance_type=ml.m5.large", "-C", "max_instances=2"],
                        self.tenant_env(key), "deployment", timeout=600)
         print("    " + out.strip().splitlines()[-1], flush=True)
@@ -294,24 +297,25 @@ class Demo:
         if not mine or not policies:
             raise DemoError("the deployment made no alarms or no scaling policy")
 
-    def serve_locally(self, key: str) -> None:
+    def serve_locally(self, key: str, model_uri: str) -> None:
         port = free_port()
         step(f"acme: mlflow deployments run-local -t tenant-sagemaker --name {ENDPOINT} "
              f"(scoring server on 127.0.0.1:{port})")
         self.start("run-local", [str(BIN / "mlflow"), "deployments", "run-local", "-t",
                                  "tenant-sagemaker", "--name", ENDPOINT, "-m",
-                                 f"models:/{MODEL}/1", "-C", f"port={port}"],
+                                 model_uri, "-C", f"port={port}"],
                    self.tenant_env(key))
         self.wait_http("run-local", f"http://127.0.0.1:{port}/ping", 180)
-        sys.path.insert(0, str(HERE))
-        from train import load_data
+        import pandas as pd
 
-        rows = load_data().drop(columns=["target"]).sample(5, random_state=1)
+        houses = pd.read_csv(PROJECT / "data" / "train.csv")
+        rows = houses.drop(columns=["price_k"]).astype("float64").sample(5, random_state=1)
         r = requests.post(f"http://127.0.0.1:{port}/invocations",
                           json={"dataframe_split": rows.to_dict(orient="split")}, timeout=60)
         if r.status_code != 200:
             raise DemoError(f"prediction failed: {r.status_code} {r.text[:300]}")
-        print(f"    predictions for 5 wines: {r.json()['predictions']}", flush=True)
+        prices = [round(p, 1) for p in r.json()["predictions"]]
+        print(f"    predicted prices (k) for 5 houses: {prices}", flush=True)
 
     def show_isolation(self, key: str) -> None:
         s = requests.Session()
@@ -357,10 +361,10 @@ def main() -> int:
         demo.start_server()
         keys = demo.make_tenants()
         demo.train(keys["acme"])
-        demo.run_project(keys["acme"])
-        demo.deploy(keys["acme"])
+        model_uri = demo.run_project(keys["acme"])
+        demo.deploy(keys["acme"], model_uri)
         demo.show_alarms_and_scaling()
-        demo.serve_locally(keys["acme"])
+        demo.serve_locally(keys["acme"], model_uri)
         demo.show_isolation(keys["globex"])
         demo.usage()
         demo.statements()

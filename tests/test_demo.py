@@ -19,7 +19,9 @@ def test_demo_runs_end_to_end(tmp_path):
     )
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
-    assert "predictions for 5 wines: [" in out
+    # The model deployed and served is the one the project's job logged.
+    assert re.search(r"deploys the model its job logged: .* -m runs:/\w+/model", out), out
+    assert "predicted prices (k) for 5 houses: [" in out
     assert "CloudWatch alarms made for the endpoint: 5" in out
     assert "globex sees 0 experiments, 0 models" in out
     # The example project ran as acme's job on the platform and its run finished there.

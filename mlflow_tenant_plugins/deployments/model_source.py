@@ -91,8 +91,11 @@ class ModelResolver:
                 if scheme == "runs":
                     from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
 
-                    run_id, _path = RunsArtifactRepository.parse_runs_uri(model_uri)
-                    client.get_run(run_id)
+                    run_id, path = RunsArtifactRepository.parse_runs_uri(model_uri)
+                    run = client.get_run(run_id)
+                    logged = self._logged_model(client, run, path)
+                    if logged is not None:  # MLflow 3: log_model(name=…) in the run
+                        return logged, run_id
                     return RunsArtifactRepository.get_underlying_uri(
                         model_uri, self.tracking_uri
                     ), run_id
@@ -104,6 +107,20 @@ class ModelResolver:
                 ) from None
             raise
         return model_uri, None
+
+    @staticmethod
+    def _logged_model(client, run, path: str) -> str | None:
+        """Where ``runs:/RUN/PATH`` lives when PATH names a model the run logged with MLflow
+        3's ``log_model(name=PATH)``: under the logged model's own artifact location, not the
+        run's artifacts (as MLflow's own ``runs:/`` resolution finds it)."""
+        name = path.strip("/")
+        if not name or "/" in name or "'" in name or '"' in name:
+            return None
+        found = client.search_logged_models(
+            experiment_ids=[run.info.experiment_id],
+            filter_string=f"source_run_id = '{run.info.run_id}' AND name = '{name}'",
+            max_results=2)
+        return found[0].artifact_location if len(found) == 1 else None
 
     def resolve(self, model_uri: str, tenant: str, flavor: str | None) -> ModelRef:
         """Find the model, check it can be served (reads only its MLmodel file)."""
