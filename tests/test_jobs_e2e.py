@@ -54,6 +54,18 @@ def _mlflow_run(server, key: str, project: Path, *args: str, backend_config: dic
         env=server.client_env(key), capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.fixture(autouse=True)
+def _restore_token():
+    """``_client`` sets the process's MLFLOW_TRACKING_TOKEN; put it back after each test so
+    no later test's client sends this module's keys."""
+    saved = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    yield
+    if saved is None:
+        os.environ.pop("MLFLOW_TRACKING_TOKEN", None)
+    else:
+        os.environ["MLFLOW_TRACKING_TOKEN"] = saved
+
+
 def _client(server, key: str) -> MlflowClient:
     os.environ["MLFLOW_TRACKING_TOKEN"] = key
     return MlflowClient(server.url)
