@@ -246,7 +246,7 @@ def test_each_api_request_of_a_tenant_is_counted_in_its_statement(billing: Billi
               )["usage"]["api_requests"] >= n else None))
     assert statement["usage"]["api_requests"] == n  # the admin's reads are not the tenant's
     item = items(statement)["API requests"]
-    assert item["unit"] == "million requests" and item["quantity"] == round(n / 1e6, 6)
+    assert item["unit"] == "million requests" and item["quantity"] == round(n / 1e6, 10)
 
 
 # -- who reads a statement ---------------------------------------------------------------------
@@ -330,7 +330,7 @@ def test_bill_agrees_in_every_format_with_the_route_and_a_past_month_stays_put(
     assert current == route  # the CLI's JSON is the route's statement
     assert Decimal(route["total"]) > 0 and STORAGE_ITEM in items(route)
     assert items(route)["API requests"]["quantity"] == round(
-        route["usage"]["api_requests"] / 1e6, 6)
+        route["usage"]["api_requests"] / 1e6, 10)
     assert _text_total(text.stdout) == _csv_total(as_csv.stdout) == route["total"]
 
     # Last month: exact, and the same from a run started as the sampler closed the interval, a
@@ -343,7 +343,7 @@ def test_bill_agrees_in_every_format_with_the_route_and_a_past_month_stays_put(
     pool.shutdown()
     assert past_statement["month"] == last and Decimal(past_statement["total"]) == expected
     assert items(past_statement)["training instance-hours ml.m5.large"]["quantity"] == 6
-    assert items(past_statement)[STORAGE_ITEM]["quantity"] == round(float(gib_months), 6)
+    assert items(past_statement)[STORAGE_ITEM]["quantity"] == round(float(gib_months), 10)
     assert "API requests" not in items(past_statement)
     assert billing.statement(billing.server.admin_key, tenant=name, month=last) \
         == past_statement
