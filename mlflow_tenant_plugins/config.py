@@ -36,7 +36,7 @@ READERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("usage_", ("server", "CLI")),  # CLI: usage --publish
     ("jobs_", ("server", "CLI")),  # CLI: job list, job stop
     ("metering_", ("server",)),
-    ("ledger_reconcile_interval_seconds", ("server",)),
+    ("ledger_reconcile_", ("server",)),
     ("", ("server",)),
 )
 
@@ -198,6 +198,11 @@ class Settings:
     # (a lease in the database); corrections are logged and counted on /metrics. 0: off
     # (``mlflow-tenants usage --reconcile`` still reconciles by hand).
     ledger_reconcile_interval_seconds: float = 3600.0
+    # Whether that periodic reconcile also recounts storage from S3: "off" (default) or "on".
+    # Off by default because a recount cannot tell a delete in flight (object gone from S3,
+    # size not yet given back) from drift, and would then give the size back twice; turn it on
+    # only with a long interval, or reconcile storage by hand at a quiet time.
+    ledger_reconcile_storage: str = "off"
     # Jobs: tenants' MLflow projects run by the platform (``mlflow run -b tenant-sagemaker``).
     # Engine: "sagemaker" (a SageMaker training job per run, under the tenant's execution
     # role), "local" (a subprocess on the server's host: one machine, demos and tests; NOT an

@@ -7,8 +7,12 @@ leaves the ledger wrong until someone notices.
 Each correction is logged (tenant, resource, before, after) and counted in
 ``mlflow_tenant_ledger_corrections_total{resource}`` on ``/metrics`` (with
 ``--expose-prometheus``). Tenants with work in flight are left alone (``busy``), as by hand.
-Storage is reconciled when the artifacts destination is ``tenant-s3``; endpoints and instances
-when the platform deploys (``deploy_execution_role_arn`` set).
+Endpoints and instances are reconciled when the platform deploys (``deploy_execution_role_arn``
+set): a deployment in flight has a record, and its tenant is left alone. Storage only with
+``ledger_reconcile_storage = "on"`` (and a ``tenant-s3`` destination): an S3 recount cannot tell
+a delete in flight (the object gone, its size not yet given back) from drift, and would give
+that size back twice — found by the concurrent-deletes attack replay when the recount ran
+beside it.
 """
 
 from __future__ import annotations
@@ -73,6 +77,8 @@ def start(registry: Any, settings: Any, destination: str,
     interval = settings.ledger_reconcile_interval_seconds
     if interval <= 0:
         return None
+    if settings.ledger_reconcile_storage != "on":
+        destination = ""  # see the setting: a recount races deletes in flight
     if not settings.deploy_execution_role_arn:
         deployments = None
     if deployments is None and not destination.startswith("tenant-s3:"):

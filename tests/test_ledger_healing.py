@@ -29,7 +29,8 @@ def test_the_periodic_reconcile_corrects_storage_drift_and_counts_it(moto_server
                       Body=b"x" * 700)
     registry.ledger.reserve("drifty", "storage_bytes", 50)  # a write that crashed halfway
     settings = Settings(database_uri=registry.database_uri,
-                        aws_endpoint_url=moto_server.url, ledger_reconcile_interval_seconds=1)
+                        aws_endpoint_url=moto_server.url, ledger_reconcile_interval_seconds=1,
+                        ledger_reconcile_storage="on")
     counted: list[tuple[str, int]] = []
 
     assert healing.reconcile_once(registry, settings, DEST, None,
@@ -56,3 +57,13 @@ def test_the_periodic_reconcile_corrects_storage_drift_and_counts_it(moto_server
             time.sleep(0.2)
     finally:
         task.stop()
+
+
+def test_storage_is_not_recounted_periodically_unless_asked(tmp_path):
+    """An S3 recount cannot tell a delete in flight from drift (it would give the size back
+    twice), so by default the server recounts deployments only, and with no deployments it
+    starts nothing."""
+    registry = TenantRegistry(f"sqlite:///{tmp_path}/off.db")
+    settings = Settings(database_uri=registry.database_uri)
+    assert settings.ledger_reconcile_storage == "off"
+    assert healing.start(registry, settings, DEST, None, None) is None
