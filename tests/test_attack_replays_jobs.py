@@ -26,7 +26,7 @@ from mlflow import MlflowClient
 from mlflow_tenant_plugins.jobs import spec
 from mlflow_tenant_plugins.jobs.local import group_alive
 from mlflow_tenant_plugins.tenancy import Quotas
-from tests.fixtures.jobs import local_jobs_server
+from tests.fixtures.jobs import local_jobs_server, wait_for
 from tests.fixtures.servers import MlflowServer
 
 JOBS = "/api/2.0/tenants/jobs"
@@ -49,13 +49,7 @@ time.sleep(600)
 
 
 def _wait(predicate, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_for(predicate, timeout, what)
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from mlflow import MlflowClient
 
 from mlflow_tenant_plugins.jobs import spec
 from mlflow_tenant_plugins.tenancy import Quotas
-from tests.fixtures.jobs import local_jobs_server
+from tests.fixtures.jobs import local_jobs_server, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "project"
@@ -76,13 +76,7 @@ def _usage(server, tenant: str) -> dict[str, int]:
 
 
 def _wait(predicate, timeout: float = 120.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_for(predicate, timeout, what)
 
 
 def _project(tmp_path: Path, body: str, *, validation: dict | None = None,
